@@ -1,0 +1,1 @@
+"""Benchmark runner, data readers and the evaluator shared by every detector."""

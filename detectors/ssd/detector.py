@@ -1,0 +1,68 @@
+"""An SSD-family detector is a feature extractor plus the shared head, priors, loss and post-processing.
+
+Every variant (SSD300/512, FSSD, MFSSD, MDSSD, DF-SSD) is an instance of ``SSDDetector`` that differs only in
+``features`` (a module returning the prediction maps, finest first, with ``out_channels``) and its prior levels.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from detectors.base import Detections, Detector, ImageMeta, InputProtocol, PostprocessConfig, Target
+from detectors.ssd.head import SSDHead
+from detectors.ssd.loss import MultiBoxLoss
+from detectors.ssd.postprocess import SSDPostprocess
+from detectors.ssd.priors import PriorLevel, generate_priors
+
+# Caffe-style VGG16 preprocessing (torchvision's IMAGENET1K_FEATURES weights and the original SSD):
+# RGB mean subtraction on the 0-255 scale, no division.
+CAFFE_MEAN = (0.48235, 0.45882, 0.40784)
+CAFFE_STD = (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
+
+
+class SSDDetector(Detector):
+    family = "ssd"
+
+    def __init__(self, features: nn.Module, levels: list[PriorLevel], num_classes: int, input_size: int, *,
+                 paper: str, notes: list[str] | None = None, clip_priors: bool = False,
+                 variances: tuple[float, float] = (0.1, 0.2), postprocess: PostprocessConfig | None = None):
+        super().__init__(num_classes, input_size, postprocess)
+        self.paper = paper
+        self._notes = list(notes or [])
+        self.levels = list(levels)
+        self.features = features
+        self.head = SSDHead(list(features.out_channels), [lv.boxes_per_location for lv in levels], num_classes + 1)
+        self.register_buffer("priors", generate_priors(self.levels, input_size, clip_priors), persistent=False)
+        self.register_buffer("mean", Tensor(CAFFE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", Tensor(CAFFE_STD).view(1, 3, 1, 1), persistent=False)
+        self.criterion = MultiBoxLoss(variances=variances)
+        self.postprocess = SSDPostprocess(variances=variances)
+
+    @property
+    def protocol(self) -> InputProtocol:
+        return InputProtocol(self.input_size, "stretch", CAFFE_MEAN, CAFFE_STD)
+
+    @property
+    def num_priors(self) -> int:
+        return int(self.priors.shape[0])
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 3, S, S)`` RGB in [0, 1] -> box offsets ``(B, P, 4)`` and class logits ``(B, P, C + 1)``."""
+        return self.head(self.features((images - self.mean) / self.std))
+
+    def loss(self, images: Tensor, targets: list[Target]) -> dict[str, Tensor]:
+        loc, conf = self(images)
+        size = float(self.input_size)
+        normalised = [Target(t.boxes / size, t.labels) for t in targets]
+        return self.criterion(loc, conf, self.priors, normalised)
+
+    def predict(self, images: Tensor, metas: list[ImageMeta]) -> list[Detections]:
+        loc, conf = self(images)
+        results = self.postprocess(loc, conf, self.priors, self.postprocess_config)
+        size = float(self.input_size)
+        return [Detections(meta.to_original(d.boxes * size), d.scores, d.labels)
+                for d, meta in zip(results, metas, strict=True)]
