@@ -1,0 +1,106 @@
+"""VGG16 as SSD uses it: conv1_1..conv5_3, pool5 3x3/1, dilated fc6 and fc7 as convolutions.
+
+The layer order mirrors ``torchvision.models.vgg16().features`` (and ``vgg16_bn``) so ImageNet weights load by
+index. ``pool3`` uses ``ceil_mode`` so a 300 input gives a 38x38 conv4_3 (75 -> 38).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512]
+_TAPS = {7: "conv3_3", 10: "conv4_3", 13: "conv5_3"}  # 1-based index of the conv whose ReLU output is tapped
+
+
+class L2Norm(nn.Module):
+    """Channel-wise L2 normalisation with a learnable per-channel scale (ParseNet; SSD's conv4_3)."""
+
+    def __init__(self, channels: int, scale: float = 20.0, eps: float = 1e-10):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x / (x.norm(dim=1, keepdim=True) + self.eps) * self.weight.view(1, -1, 1, 1)
+
+
+class VGG16(nn.Module):
+    """The SSD VGG16 body. ``forward`` returns a dict with ``conv3_3``, ``conv4_3``, ``conv5_3`` and ``fc7``.
+
+    ``batch_norm=True`` gives the 13 3x3 convs without bias and each followed by BatchNorm (MFSSD-BN);
+    fc6/fc7 never get BN, as in SSD.
+    """
+
+    channels = {"conv3_3": 256, "conv4_3": 512, "conv5_3": 512, "fc7": 1024}
+
+    def __init__(self, batch_norm: bool = False):
+        super().__init__()
+        self.batch_norm = batch_norm
+        layers: list[nn.Module] = []
+        self._tap_index: dict[int, str] = {}
+        in_ch, n_conv = 3, 0
+        for v in _CFG:
+            if v in ("M", "C"):
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=v == "C"))
+                continue
+            n_conv += 1
+            layers.append(nn.Conv2d(in_ch, v, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(v))
+            layers.append(nn.ReLU(inplace=True))
+            if n_conv in _TAPS:
+                self._tap_index[len(layers) - 1] = _TAPS[n_conv]
+            in_ch = v
+        self.features = nn.Sequential(*layers)
+        self.pool5 = nn.MaxPool2d(3, 1, padding=1)
+        self.fc6 = nn.Conv2d(512, 1024, 3, padding=6, dilation=6)
+        self.fc7 = nn.Conv2d(1024, 1024, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for fc in (self.fc6, self.fc7):  # torchvision's choice for the converted fc layers
+            nn.init.xavier_uniform_(fc.weight)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        taps: dict[str, Tensor] = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self._tap_index:
+                taps[self._tap_index[i]] = x
+        x = torch.relu(self.fc6(self.pool5(x)))
+        taps["fc7"] = torch.relu(self.fc7(x))
+        return taps
+
+    def load_imagenet(self) -> None:
+        """Load torchvision's ImageNet VGG16 conv weights (fc6/fc7 stay Xavier-initialised).
+
+        Uses ``IMAGENET1K_FEATURES`` (the Caffe-converted weights SSD was trained from) for the plain body and
+        ``IMAGENET1K_V1`` of ``vgg16_bn`` for the BN body. Offline, raises a ``RuntimeError`` naming the file to
+        download and the folder to put it in.
+        """
+        from torchvision.models import VGG16_BN_Weights, VGG16_Weights
+
+        weights = VGG16_BN_Weights.IMAGENET1K_V1 if self.batch_norm else VGG16_Weights.IMAGENET1K_FEATURES
+        target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=False)
+        except Exception as err:  # URLError, socket errors, SSL errors: all mean "not available offline"
+            raise RuntimeError(
+                f"could not load ImageNet VGG16 weights ({err.__class__.__name__}: {err}). This machine seems "
+                f"offline: download {weights.url} on a connected machine and place it at {target}, "
+                f"or build with pretrained_backbone=False") from err
+        own = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        missing, unexpected = self.features.load_state_dict(own, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"VGG16 weight layout mismatch: missing {missing}, unexpected {unexpected}")
