@@ -1,0 +1,100 @@
+"""A torch ``Dataset`` over a ``DetectionDataset``: decode, augment or resize per the model's input protocol.
+
+Reproducibility does not depend on the number of workers or their order: every item draws from its own
+generator seeded by ``(seed, epoch, index)``. Call ``set_epoch`` before each epoch's ``DataLoader`` iterator
+is created (workers copy the dataset when they start).
+
+Targets leave out crowd regions (they are ignore regions for the evaluator, not objects to learn) and keep
+``difficult`` objects, as the original Caffe SSD trains on them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from bench.data.records import DetectionDataset
+from bench.data.transforms import letterbox, resize_stretch, ssd_augment, yolo_augment
+from bench.errors import BenchInputError, resolve_inside
+from detectors.base import ImageMeta, InputProtocol, Target
+
+Augment = Literal["ssd", "yolo", "none"]
+Item = tuple[Tensor, Target, ImageMeta]
+
+
+def load_image(path: str, expected_hw: tuple[int, int] | None = None) -> Tensor:
+    """Decode an image file to uint8 RGB ``(3, H, W)``; a missing, corrupt or wrongly sized file is named."""
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            image = decode_image(path, mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise BenchInputError(path, f"cannot decode image: {err}", field="file_name") from None
+    if expected_hw is not None and tuple(image.shape[-2:]) != tuple(expected_hw):
+        raise BenchInputError(path, f"image is {image.shape[-1]}x{image.shape[-2]} but the annotation says "
+                                    f"{expected_hw[1]}x{expected_hw[0]}", field="size")
+    return image
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator that depends only on ``(seed, epoch, index)``."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+class DetectionTorchDataset(Dataset[Item]):
+    """``(image float32 (3, S, S) RGB in [0, 1], Target in network-input pixels, ImageMeta)`` per record.
+
+    ``train=False`` only resizes (``protocol.resize``); ``train=True`` applies ``augment``: ``"ssd"`` (the SSD
+    pipeline, zoom-out filled with ``protocol.mean``), ``"yolo"`` (HSV + letterbox + flip) or ``"none"``.
+    """
+
+    def __init__(self, ds: DetectionDataset, protocol: InputProtocol, train: bool, augment: Augment = "ssd",
+                 seed: int = 0) -> None:
+        if augment not in ("ssd", "yolo", "none"):
+            raise ValueError(f"unknown augmentation {augment!r} (expected 'ssd', 'yolo' or 'none')")
+        if protocol.resize not in ("stretch", "letterbox"):
+            raise ValueError(f"unknown resize mode {protocol.resize!r}")
+        self.ds, self.protocol, self.train, self.augment, self.seed = ds, protocol, train, augment, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> Item:
+        record = self.ds.records[index]
+        source = self.ds.source or self.ds.image_root
+        path = resolve_inside(self.ds.image_root, record.file_name, source=source, entry=record.image_id)
+        image = load_image(str(path), (record.height, record.width))
+        objects = ~record.iscrowd
+        boxes = torch.from_numpy(record.boxes[objects])
+        labels = torch.from_numpy(record.labels[objects])
+        size, image_id = self.protocol.size, record.image_id
+        mode = self.augment if self.train else "none"
+        if mode == "ssd":
+            gen = item_generator(self.seed, self.epoch, index)
+            out, out_boxes, labels, meta = ssd_augment(image, boxes, labels, size, gen, self.protocol.mean,
+                                                       image_id)
+        elif mode == "yolo":
+            gen = item_generator(self.seed, self.epoch, index)
+            out, out_boxes, meta = yolo_augment(image, boxes, size, gen, self.protocol.pad_value, image_id)
+        elif self.protocol.resize == "letterbox":
+            out, out_boxes, meta = letterbox(image, boxes, size, self.protocol.pad_value, image_id)
+        else:
+            out, out_boxes, meta = resize_stretch(image, boxes, size, image_id)
+        return out, Target(out_boxes.float(), labels.long()), meta
+
+
+def collate(batch: list[Item]) -> tuple[Tensor, list[Target], list[ImageMeta]]:
+    """Stack images into ``(B, 3, S, S)``; targets and metas stay per image (their lengths differ)."""
+    images, targets, metas = zip(*batch, strict=True)
+    return torch.stack(images), list(targets), list(metas)
