@@ -1,0 +1,241 @@
+"""The paper registry (numbers transcribed from the seed papers) and its comparison with a run.
+
+Every number lives in ``reports/papers/*.csv``, one row per printed number, in the unit the paper prints
+(percent for accuracies), so a reader can check each row against the source table by eye. A comparison
+row says whether the run reproduces the paper's number within a tolerance, or why the two cannot be
+compared at all (different data, input size, priors, hardware or training budget).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import BenchInputError
+
+PAPERS_DIR = Path(__file__).with_name("papers")
+SETTINGS_FILE = "settings.csv"
+
+NUMBER_COLUMNS = ("seed", "citation", "table", "model", "paper_model", "backbone", "metric", "class", "value",
+                  "unit", "train_data", "test_data", "input_size", "priors", "hardware", "note", "flagged")
+SETTINGS_COLUMNS = ("seed", "citation", "model", "setting", "value", "note")
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+DFSSD_SMALL_CLASSES = ("boat", "bottle", "chair", "pottedplant", "tvmonitor", "bird")  # DF-SSD Table 2 order
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+METRIC_DEFINITIONS: dict[str, str] = {
+    "voc07_map_11pt": "VOC2007 test mAP at IoU 0.5, 11-point interpolated AP (the VOC2007 devkit rule these "
+                      "papers report)",
+    "voc07_ap_11pt": "per-class AP at IoU 0.5 on VOC2007 test, 11-point interpolation",
+    "voc07_small6_mean_ap": "mean of the 11-point APs of DF-SSD's six small classes (boat, bottle, chair, "
+                            "pottedplant, tvmonitor, bird)",
+    **{f"coco_{m}": f"COCO {m} (pycocotools definition, maxDets 100 unless named)" for m in COCO_METRICS},
+    "tt100k_map": "mAP on the TT100K traffic-sign test set (definition of the MDSSD paper's Appendix)",
+    "kitti_map": "mAP on KITTI 2D object with 8 classes merged into 3",
+    "params": "trainable parameters (BatchNorm gamma/beta counted, running statistics not)",
+    "size_mb": "fp32 weight size: params x 4 bytes / 2^20",
+    "params_kept": "parameters of the pruned model as a percentage of the unpruned MFSSD-BN",
+    "fps": "images per second of the network, batch 1, fp32 (the run's `model` speed protocol)",
+    "priors": "number of prior (default) boxes",
+}
+ACCURACY_METRICS = frozenset(m for m in METRIC_DEFINITIONS
+                             if m.startswith(("voc07_", "coco_", "tt100k_", "kitti_")))
+UNITS = frozenset({"%", "count", "MB", "FPS"})
+
+# What the run's test split must be for a paper's number on ``test_data`` to be comparable, with a caveat
+# shown next to the status. COCO test-dev has no public ground truth, so val2017 (= minival) stands in.
+COMPARABLE_TEST_SETS: dict[str, dict[str, str]] = {
+    "VOC2007 test": {"VOC2007 test": ""},
+    "COCO test-dev": {"COCO test-dev": "", "COCO val2017": "run on COCO val2017 (test-dev has no public GT)"},
+}
+STATUSES = ("reproduced", "not reproduced", "not comparable", "missing", "reference")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close a reproduced number must be: absolute points for percentages, relative for the rest."""
+
+    points: float = 1.0
+    relative: float = 0.01
+
+    def accepts(self, paper: float, reproduced: float, unit: str) -> bool:
+        if unit == "%":
+            return abs(reproduced - paper) <= self.points + 1e-9
+        return abs(reproduced - paper) <= self.relative * abs(paper) + 1e-9
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the comparison needs to know about one model of the run."""
+
+    state: str  # "done", "failed", "pending", "running" or "missing"
+    input_size: int | None = None
+    priors: int | None = None
+    num_classes: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The run's identity as far as comparability goes; built from the manifest by ``reports.rundir``."""
+
+    test_data: str  # e.g. "VOC2007 test", "COCO val2017", "synthetic (coco_small)"
+    synthetic: bool
+    paper_budget: bool
+    budget_description: str
+    device_name: str
+    models: Mapping[str, ModelFacts] = field(default_factory=dict)
+    zoo: frozenset[str] = frozenset()  # model names the zoo knows; the papers' other models are references
+
+
+def _read_csv(path: Path, columns: Iterable[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise BenchInputError(path, f"unreadable CSV: {err}") from err
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise BenchInputError(path, f"missing columns {missing}")
+    return frame
+
+
+def _optional_int(values: pd.Series, path: Path, column: str) -> pd.Series:
+    numbers = pd.to_numeric(values.replace("", None), errors="coerce")
+    bad = numbers.isna() & (values != "")
+    if bad.any():
+        row = int(bad.idxmax())
+        raise BenchInputError(path, f"not an integer: {values[row]!r}", entry=row + 2, field=column)
+    return numbers.astype("Int64")
+
+
+def _validate_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    checks = [
+        ("value", values.isna(), "not a number"),
+        ("unit", ~frame["unit"].isin(UNITS), f"unit must be one of {sorted(UNITS)}"),
+        ("metric", ~frame["metric"].isin(METRIC_DEFINITIONS), "unknown metric (see METRIC_DEFINITIONS)"),
+        ("flagged", ~frame["flagged"].isin(("true", "false")), "must be true or false"),
+        ("class", (frame["metric"] == "voc07_ap_11pt") & ~frame["class"].isin(VOC_CLASSES),
+         "per-class VOC rows need a VOC class name"),
+        ("value", (frame["unit"] == "%") & ~values.between(0, 100), "a percentage must lie in [0, 100]"),
+    ]
+    for column, bad, message in checks:
+        if bad.any():
+            row = int(bad.idxmax())
+            raise BenchInputError(path, f"{message}: {frame.at[row, column]!r}", entry=row + 2, field=column)
+    out = frame.assign(value=values, flagged=frame["flagged"] == "true",
+                       input_size=_optional_int(frame["input_size"], path, "input_size"),
+                       priors=_optional_int(frame["priors"], path, "priors"))
+    key = ["seed", "table", "model", "paper_model", "metric", "class", "priors"]
+    dup = out.duplicated(key, keep=False)
+    if dup.any():
+        row = int(dup.idxmax())
+        raise BenchInputError(path, "duplicate number for the same paper/table/model/metric/class",
+                              entry=row + 2)
+    return out
+
+
+def load_registry(directory: Path = PAPERS_DIR) -> pd.DataFrame:
+    """Every transcribed number of every ``*.csv`` in ``directory`` (except the settings file), validated."""
+    frames = [_validate_numbers(_read_csv(path, NUMBER_COLUMNS), path)
+              for path in sorted(directory.glob("*.csv")) if path.name != SETTINGS_FILE]
+    if not frames:
+        raise BenchInputError(directory, "no paper registry CSV files found")
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_settings(directory: Path = PAPERS_DIR) -> pd.DataFrame:
+    """The training settings the papers state (seed 000's batch sizes, the recipes of 001/003/004)."""
+    return _read_csv(directory / SETTINGS_FILE, SETTINGS_COLUMNS)
+
+
+PAPER_GPUS = ("1080ti", "titanv")  # the GPUs the papers time on, squashed as ``_squash`` writes them
+
+
+def _squash(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def _same_gpu(paper_hardware: str, device_name: str) -> bool:
+    paper, device = _squash(paper_hardware), _squash(device_name)
+    return any(gpu in paper and gpu in device for gpu in PAPER_GPUS)
+
+
+def _reasons_not_comparable(number: Mapping, facts: ModelFacts, run: RunFacts) -> list[str]:
+    """Why this paper number cannot be set against the run's, or an empty list when it can."""
+    reasons: list[str] = []
+    metric = number["metric"]
+    if metric in ACCURACY_METRICS:
+        accepted = COMPARABLE_TEST_SETS.get(number["test_data"], {})
+        if run.test_data not in accepted:
+            reasons.append(f"data: run evaluated on {run.test_data}, paper on {number['test_data']}")
+        if not run.paper_budget:
+            reasons.append(f"budget: {run.budget_description or 'not the paper training schedule'}")
+    if metric in {"params", "size_mb", "params_kept"}:
+        paper_classes = 20 if number["test_data"].startswith("VOC") else 80
+        if facts.num_classes is not None and facts.num_classes != paper_classes:
+            reasons.append(f"classes: run model has {facts.num_classes}, paper {paper_classes}")
+    size = number["input_size"]
+    if not pd.isna(size) and facts.input_size is not None and int(size) != facts.input_size:
+        reasons.append(f"input size: run {facts.input_size}, paper {int(size)}")
+    priors = number["priors"]
+    if metric != "priors" and not pd.isna(priors) and facts.priors not in (None, int(priors)):
+        reasons.append(f"priors: run {facts.priors:,}, paper {int(priors):,}")
+    if metric == "fps" and not _same_gpu(number["hardware"], run.device_name):
+        device = run.device_name or "an unknown device"
+        reasons.append(f"hardware: run on {device}, paper on {number['hardware']}")
+    return reasons
+
+
+def compare(registry: pd.DataFrame, measured: pd.DataFrame, run: RunFacts,
+            tolerance: Tolerance = Tolerance()) -> pd.DataFrame:
+    """One row per paper number with ``reproduced``, ``delta``, ``status`` and ``reason`` added.
+
+    ``measured`` holds the run's numbers in the registry's vocabulary: columns model, metric, class, value
+    (percent for accuracies). Status is "reproduced"/"not reproduced" within ``tolerance``; "not comparable"
+    when data, budget, input size, priors, classes or hardware differ (the reproduced value is still shown);
+    "missing" when the model did not run or finish or the metric was not measured; "reference" for paper
+    models with no counterpart in the zoo.
+    """
+    keyed = measured[["model", "metric", "class", "value"]].itertuples(index=False)
+    lookup = {(model, metric, cls): value for model, metric, cls, value in keyed}
+    reproduced, statuses, reasons = [], [], []
+    for row in registry.to_dict("records"):
+        value = lookup.get((row["model"], row["metric"], row["class"]))
+        facts = run.models.get(row["model"])
+        if facts is None:
+            in_zoo = row["model"] in run.zoo
+            status, why = ("missing", "not in this run's suite") if in_zoo else (
+                "reference", "no counterpart in the zoo: shown for reference")
+        elif facts.state != "done":
+            status = "missing"
+            why = f"model {facts.state}" + (f": {facts.error}" if facts.error else "")
+        elif blockers := _reasons_not_comparable(row, facts, run):
+            status, why = "not comparable", "; ".join(blockers)
+        elif value is None:
+            status, why = "missing", f"{row['metric']} not measured in this run"
+        elif tolerance.accepts(row["value"], value, row["unit"]):
+            status, why = "reproduced", _tolerance_text(row["unit"], tolerance)
+        else:
+            status, why = "not reproduced", f"outside {_tolerance_text(row['unit'], tolerance)}"
+        caveat = COMPARABLE_TEST_SETS.get(row["test_data"], {}).get(run.test_data, "")
+        if caveat and status in ("reproduced", "not reproduced"):
+            why += f" ({caveat})"
+        reproduced.append(value)
+        statuses.append(status)
+        reasons.append(why)
+    out = registry.assign(reproduced=pd.array(reproduced, dtype="Float64"), status=statuses, reason=reasons)
+    out["delta"] = out["reproduced"] - out["value"]
+    return out
+
+
+def _tolerance_text(unit: str, tolerance: Tolerance) -> str:
+    if unit == "%":
+        return f"|delta| <= {tolerance.points:g} points"
+    return f"|delta| <= {tolerance.relative:.0%} of the paper value"
