@@ -1,0 +1,75 @@
+"""Score a COCO results file against COCO or VOC ground truth and write every metric to a folder.
+
+    python -m bench.evaluate --gt GT --dt DT --out DIR [--split test] [--image-root R]
+
+GT is a COCO instances JSON, a VOCdevkit year root (with ``--split``) or a folder of VOC XML files. Bad input
+exits with status 2 and one line on stderr naming the file (and the entry or field), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.data.coco import read_coco
+from bench.data.records import DetectionDataset
+from bench.data.voc import read_voc
+from bench.errors import BenchInputError
+from bench.metrics import DetectionResults, EvaluationResult, evaluate
+
+
+def read_ground_truth(gt: Path, split: str | None = None, image_root: Path | None = None
+                      ) -> tuple[DetectionDataset, dict[str, Any] | None]:
+    """The data set, plus the raw COCO dict when GT is a COCO file (its exact boxes feed the COCO metrics)."""
+    if not gt.exists():
+        raise BenchInputError(gt, "ground truth not found")
+    if gt.is_dir():
+        ds = read_voc(gt, split=split)
+        if image_root is not None:
+            ds.image_root = image_root
+        return ds, None
+    if split is not None:
+        raise BenchInputError(gt, "--split applies to a VOCdevkit root, not to a COCO file")
+    ds = read_coco(gt, image_root=image_root)
+    return ds, json.loads(gt.read_text(encoding="utf-8"))
+
+
+def run(gt: Path, dt: Path, out: Path, *, split: str | None = None, image_root: Path | None = None,
+        confusion_score: float = 0.25, confusion_iou: float = 0.5) -> EvaluationResult:
+    ds, coco_gt = read_ground_truth(gt, split, image_root)
+    dets = DetectionResults.from_coco_json(dt, ds)
+    result = evaluate(ds, dets, confusion_score=confusion_score, confusion_iou=confusion_iou, coco_gt=coco_gt)
+    result.settings.update({"gt": str(gt), "dt": str(dt), "split": split})
+    result.save(out)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gt", type=Path, required=True,
+                        help="COCO JSON, VOCdevkit year root or folder of XML")
+    parser.add_argument("--dt", type=Path, required=True, help="detections, COCO results JSON")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--split", help="VOCdevkit split (ImageSets/Main/<split>.txt)")
+    parser.add_argument("--image-root", type=Path, help="folder the images' file_name values are relative to")
+    parser.add_argument("--confusion-score", type=float, default=0.25,
+                        help="confusion matrix score threshold")
+    parser.add_argument("--confusion-iou", type=float, default=0.5, help="confusion matrix IoU threshold")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.gt, args.dt, args.out, split=args.split, image_root=args.image_root,
+                     confusion_score=args.confusion_score, confusion_iou=args.confusion_iou)
+    except BenchInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    coco, voc = result.coco, result.voc
+    print(f"AP {coco['AP']:.4f}  AP50 {coco['AP50']:.4f}  APs {coco['APs']:.4f}  VOC mAP(11pt) "
+          f"{voc['mAP_11pt']:.4f}  mAP(all) {voc['mAP_allpt']:.4f} -> {args.out / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""``evaluate``: every metric of the suite from one ground truth and one set of detections.
+
+COCO numbers come from :mod:`bench.metrics.coco` (equal to pycocotools), VOC numbers from
+:mod:`bench.metrics.voc` (the devkit at IoU 0.5), curves and the confusion matrix from the same matchings.
+Means run over classes that have ground truth only, so detections of a class absent from the ground truth
+cannot lower the mAP. The devkit knows no crowd regions: for VOC AP, ROC curves and the confusion matrix they
+are ignored like difficult boxes (COCO ignores them its own way; COCO counts difficult boxes as ordinary).
+``n_gt`` counts every box but crowd regions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from bench.data.records import DetectionDataset
+from bench.metrics.coco import (
+    AREA_RANGES,
+    IOU_THRESHOLDS,
+    MAX_DETS,
+    RECALL_THRESHOLDS,
+    CocoBoxes,
+    CocoEvaluation,
+    evaluate_coco,
+    iou_index,
+)
+from bench.metrics.confusion import confusion_matrix
+from bench.metrics.detections import DetectionResults
+from bench.metrics.result import Curves, EvaluationResult
+from bench.metrics.voc import VocAP, VocMatches, devkit_ap, match_devkit, to_devkit
+
+VOC_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class _GroundTruth:
+    """All records' boxes concatenated, with each box's image index (position in ``image_ids``)."""
+
+    image_ids: np.ndarray
+    image: np.ndarray
+    boxes: np.ndarray
+    label: np.ndarray
+    difficult: np.ndarray
+    iscrowd: np.ndarray
+
+    @classmethod
+    def of(cls, ds: DetectionDataset) -> _GroundTruth:
+        records = ds.records
+        counts = np.array([len(r.boxes) for r in records], dtype=np.int64)
+
+        def cat(name: str, empty: np.ndarray) -> np.ndarray:
+            return np.concatenate([getattr(r, name) for r in records]) if records else empty
+
+        return cls(np.array([r.image_id for r in records], dtype=np.int64),
+                   np.repeat(np.arange(len(records)), counts), cat("boxes", np.zeros((0, 4))),
+                   cat("labels", np.zeros(0, np.int64)), cat("difficult", np.zeros(0, bool)),
+                   cat("iscrowd", np.zeros(0, bool)))
+
+
+def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[float, ...] = (0.5, 0.75),
+             confusion_score: float = 0.25, confusion_iou: float = 0.5,
+             coco_gt: dict[str, Any] | None = None) -> EvaluationResult:
+    """Score ``dets`` against ``gt``.
+
+    ``coco_gt``: the COCO instances dict ``gt`` was read from, if any. COCO metrics then use its ``bbox``
+    numbers as written (what pycocotools reads) instead of ``xyxy`` converted back, which can differ in the
+    last bit.
+    """
+    pr_thresholds = [iou_index(t) for t in iou_pr]  # fails early on an IoU COCO does not evaluate
+    truth = _GroundTruth.of(gt)
+    n_cls = gt.num_classes
+    coco_truth = CocoBoxes.ground_truth(gt) if coco_gt is None else \
+        CocoBoxes.ground_truth_from_coco(coco_gt, list(gt.category_ids or []))
+    coco_dets = CocoBoxes.detections(dets.image_id, dets.label, dets.xywh, dets.score)
+    coco = evaluate_coco(coco_truth, coco_dets, truth.image_ids, list(gt.category_ids or []))
+
+    by_id = np.argsort(truth.image_ids)
+    det_image = by_id[np.searchsorted(truth.image_ids[by_id], dets.image_id)]
+    ignored = truth.difficult | truth.iscrowd  # VOC has no crowd regions: they count like difficult boxes
+    matches = match_devkit(to_devkit(truth.boxes), truth.label * len(truth.image_ids) + truth.image, ignored,
+                           to_devkit(dets.boxes), dets.label * len(truth.image_ids) + det_image, dets.score,
+                           VOC_IOU)
+    n_positive = np.bincount(truth.label[~ignored], minlength=n_cls)
+    in_class = _split_by_class(dets.label[matches.order], n_cls)
+    voc_aps = [devkit_ap(matches.tp[idx], matches.fp[idx], int(n_positive[c]))
+               for c, idx in enumerate(in_class)]
+
+    confusion = confusion_matrix(gt.classes, truth.boxes, truth.label, truth.image, ignored, dets.boxes,
+                                 dets.label, det_image, dets.score, score_thresh=confusion_score,
+                                 iou_thresh=confusion_iou)
+    scored = n_positive > 0
+    return EvaluationResult(
+        classes=list(gt.classes),
+        coco={k: float("nan") if v == -1 else v for k, v in coco.stats.items()},
+        voc={"mAP_11pt": _mean_where(np.array([ap.ap_11pt for ap in voc_aps]), scored),
+             "mAP_allpt": _mean_where(np.array([ap.ap_allpt for ap in voc_aps]), scored)},
+        per_class=_per_class(gt, truth, dets, coco, voc_aps),
+        pr_curves=_pr_curves(coco, iou_pr, pr_thresholds),
+        roc_curves=_roc_curves(matches, dets, in_class, n_positive, len(truth.image_ids)),
+        confusion=confusion,
+        engine=_engine(),
+        settings={"coco": {"iou_thresholds": IOU_THRESHOLDS.tolist(), "max_dets": list(MAX_DETS),
+                           "area_ranges": {k: list(v) for k, v in AREA_RANGES.items()}},
+                  "voc": {"iou": VOC_IOU, "tp_rule": "IoU >= threshold (VOCevaldet.m)",
+                          "plus_one_pixel": True},
+                  "iou_pr": list(iou_pr), "confusion_score": confusion_score, "confusion_iou": confusion_iou,
+                  "n_images": len(gt.records), "n_detections": len(dets), "dataset": gt.name},
+    )
+
+
+def _mean_where(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.mean(values[mask])) if mask.any() else float("nan")
+
+
+def _per_class(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResults, coco: CocoEvaluation,
+               voc_aps: list[VocAP]) -> list[dict[str, Any]]:
+    n_gt = np.bincount(truth.label[~truth.iscrowd], minlength=gt.num_classes)
+    n_det = np.bincount(dets.label, minlength=gt.num_classes)
+    return [{"class": name, "n_gt": int(n_gt[c]), "n_det": int(n_det[c]),
+             "AP": coco.class_ap(c), "AP50": coco.class_ap(c, 0.5), "AP75": coco.class_ap(c, 0.75),
+             "APs": coco.class_ap(c, area="small"), "APm": coco.class_ap(c, area="medium"),
+             "APl": coco.class_ap(c, area="large"),
+             "voc_ap_11pt": voc_aps[c].ap_11pt, "voc_ap_allpt": voc_aps[c].ap_allpt}
+            for c, name in enumerate(gt.classes)]
+
+
+def _split_by_class(labels_in_order: np.ndarray, n_cls: int) -> list[np.ndarray]:
+    """Positions (into the evaluation order) of each class's detections, keeping the order."""
+    by_class = np.argsort(labels_in_order, kind="stable")
+    bounds = np.searchsorted(labels_in_order[by_class], np.arange(n_cls + 1))
+    return [by_class[bounds[c]:bounds[c + 1]] for c in range(n_cls)]
+
+
+def _pr_curves(coco: CocoEvaluation, iou_pr: tuple[float, ...], thresholds: list[int]) -> Curves:
+    """COCO's interpolated PR curve (area all, maxDets 100) of every class with ground truth, per IoU."""
+    t = np.array(thresholds, dtype=np.int64)
+    precision = coco.precision[t][:, :, :, 0, -1]  # (len(iou_pr), R, K)
+    scores = coco.scores[t][:, :, :, 0, -1]
+    has_gt = (precision > -1).all(axis=(0, 1))
+    i, r, k = np.meshgrid(np.arange(len(t)), np.arange(len(RECALL_THRESHOLDS)), np.flatnonzero(has_gt),
+                          indexing="ij")
+    i, r, k = (np.moveaxis(a, 2, 0).ravel() for a in (i, r, k))  # class-major rows
+    return Curves(k, {"iou": np.asarray(iou_pr, dtype=np.float64)[i], "recall": RECALL_THRESHOLDS[r],
+                      "precision": precision[i, r, k], "score": scores[i, r, k]})
+
+
+def _roc_curves(matches: VocMatches, dets: DetectionResults, in_class: list[np.ndarray],
+                n_positive: np.ndarray, n_images: int) -> Curves:
+    """Miss rate vs false positives per image, one point per distinct score, for classes with ground truth."""
+    labels, fppi, miss, scores = [], [], [], []
+    for c, idx in enumerate(in_class):
+        if n_positive[c] == 0 or len(idx) == 0:
+            continue
+        score = dets.score[matches.order[idx]]
+        last_of_score = np.r_[score[1:] != score[:-1], True]
+        labels.append(np.full(last_of_score.sum(), c))
+        fppi.append(np.cumsum(matches.fp[idx])[last_of_score] / n_images)
+        miss.append(1.0 - np.cumsum(matches.tp[idx])[last_of_score] / n_positive[c])
+        scores.append(score[last_of_score])
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return Curves(cat(labels, np.int64), {"fppi": cat(fppi, np.float64), "miss_rate": cat(miss, np.float64),
+                                          "score": cat(scores, np.float64)})
+
+
+def _engine() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"name": "bench.metrics", "version": version("smallobj-bench"),
+            "coco": "numpy reimplementation of pycocotools COCOeval (bbox), equal to it bit for bit; checked "
+                    f"against pycocotools {version('pycocotools')} in the tests",
+            "voc": "numpy reimplementation of the PASCAL VOC devkit (VOCevaldet.m) AP"}

@@ -1,0 +1,70 @@
+"""Group-wise pairing of detections with ground truth, without per-image Python loops.
+
+Every metric here compares a detection only with the ground truth of its own group (an image, or an
+(image, class) pair). Sorting the ground truth by group and padding each detection's group to a common width
+turns "all boxes of my group" into one integer matrix, so IoUs and greedy matching become array operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def columns(boxes: np.ndarray, index: np.ndarray) -> Columns:
+    """The four coordinates of ``boxes[index]`` as separate contiguous arrays (fast elementwise IoU maths)."""
+    return tuple(np.ascontiguousarray(boxes[:, k])[index] for k in range(4))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class GroupSlots:
+    """For detection ``i``, ``slots[i, j]`` is the index (into the ground truth arrays) of the ``j``-th
+    ground-truth box of its group, in input order; ``valid[i, j]`` is False for padding."""
+
+    slots: np.ndarray  # (n_det, width) int64
+    valid: np.ndarray  # (n_det, width) bool
+
+
+def group_slots(gt_group: np.ndarray, det_group: np.ndarray, width: int | None = None) -> GroupSlots:
+    """Pad each detection's ground-truth group to ``width`` (default: the largest group a detection meets)."""
+    order = np.argsort(gt_group, kind="stable")
+    sorted_groups = gt_group[order]
+    start = np.searchsorted(sorted_groups, det_group, side="left")
+    count = np.searchsorted(sorted_groups, det_group, side="right") - start
+    if width is None:
+        width = int(count.max(initial=0))
+    offsets = np.arange(width)
+    valid = offsets[None, :] < count[:, None]
+    position = np.where(valid, start[:, None] + offsets[None, :], 0)
+    slots = order[position] if len(order) else np.zeros_like(position)
+    return GroupSlots(slots, valid)
+
+
+def group_sizes(gt_group: np.ndarray, det_group: np.ndarray) -> np.ndarray:
+    """Number of ground-truth boxes in each detection's group."""
+    sorted_groups = np.sort(gt_group)
+    return np.searchsorted(sorted_groups, det_group, side="right") - np.searchsorted(sorted_groups, det_group)
+
+
+def rank_within_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Rank of each element inside its group when the elements are visited in ``order`` (0 = first)."""
+    ranks = np.empty(len(order), dtype=np.int64)
+    visited = group[order]
+    boundaries = np.r_[True, visited[1:] != visited[:-1]] if len(order) else np.zeros(0, bool)
+    starts = np.where(boundaries, np.arange(len(order)), 0)
+    group_start = np.maximum.accumulate(starts) if len(order) else starts
+    ranks[order] = np.arange(len(order)) - group_start
+    return ranks
+
+
+def sort_by_group_then_score(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices grouped by ``group``, descending score inside a group, input order among equal scores."""
+    return np.lexsort((np.arange(len(score)), -score, group))
+
+
+def pow2_buckets(sizes: np.ndarray) -> np.ndarray:
+    """Bucket width for each size (the next power of two), so padding costs at most 2x the real work."""
+    return np.where(sizes <= 1, sizes, 2 ** np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))

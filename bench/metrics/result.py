@@ -1,0 +1,134 @@
+"""The evaluator's one result object, its JSON-safe dict, and the files it writes and reads back.
+
+Files in the output folder:
+
+* ``metrics.json``: ``coco``, ``voc``, ``per_class``, ``engine``, ``settings``, ``roc_definition``, ``files``;
+* ``pr_curves.csv``: ``class, iou, recall, precision, score`` (COCO's 101-point interpolated curves);
+* ``roc_curves.csv``: ``class, fppi, miss_rate, score`` (see :data:`ROC_DEFINITION`);
+* ``confusion.json``: classes (with ``background``), raw and row-normalised matrices, thresholds, definition.
+
+Undefined numbers (a class without ground truth, pycocotools' ``-1``) are NaN in memory and ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.metrics.confusion import DEFINITION as CONFUSION_DEFINITION
+from bench.metrics.confusion import ConfusionMatrix
+
+PR_DEFINITION = ("per class, pycocotools' interpolated precision at the 101 recall thresholds 0:0.01:1 "
+                 "(area all, maxDets 100) and the detection score reached there; AP50/AP75 are their means")
+ROC_DEFINITION = ("per class, detections swept over the score threshold in descending order (one point per "
+                  "distinct score): miss rate = 1 - recall at IoU 0.5 (VOC devkit matching, difficult and "
+                  "crowd boxes ignored) versus false positives per image (false positives / images)")
+PR_COLUMNS = ("class", "iou", "recall", "precision", "score")
+ROC_COLUMNS = ("class", "fppi", "miss_rate", "score")
+
+
+@dataclass
+class Curves:
+    """Curves as columns: ``label`` (class index) plus float columns named as in the CSV."""
+
+    label: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    def write_csv(self, path: Path, classes: list[str], names: tuple[str, ...]) -> None:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(names)
+            class_names = np.asarray(classes, dtype=object)[self.label] if len(self.label) else []
+            writer.writerows(zip(class_names, *(self.columns[n].tolist() for n in names[1:]), strict=True))
+
+    @classmethod
+    def read_csv(cls, path: Path, classes: list[str], names: tuple[str, ...]) -> Curves:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))[1:]
+        index = {name: i for i, name in enumerate(classes)}
+        label = np.array([index[r[0]] for r in rows], dtype=np.int64)
+        values = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), len(names) - 1)
+        return cls(label, {n: values[:, i] for i, n in enumerate(names[1:])})
+
+
+@dataclass
+class EvaluationResult:
+    """Every number the evaluator produces for one (ground truth, detections) pair."""
+
+    classes: list[str]
+    coco: dict[str, float]  # AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl
+    voc: dict[str, float]  # mAP_11pt, mAP_allpt at IoU 0.5
+    per_class: list[dict[str, Any]]
+    pr_curves: Curves
+    roc_curves: Curves
+    confusion: ConfusionMatrix
+    engine: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``metrics.json`` (without ``files``), NaN written as ``None``."""
+        return _json_safe({"coco": self.coco, "voc": self.voc, "per_class": self.per_class,
+                           "engine": self.engine, "settings": self.settings, "roc_definition": ROC_DEFINITION,
+                           "pr_definition": PR_DEFINITION})
+
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.pr_curves.write_csv(out / "pr_curves.csv", self.classes, PR_COLUMNS)
+        self.roc_curves.write_csv(out / "roc_curves.csv", self.classes, ROC_COLUMNS)
+        matrix = self.confusion
+        confusion = {"classes": matrix.classes, "matrix": matrix.matrix.tolist(),
+                     "normalized": matrix.normalized.tolist(), "score_thresh": matrix.score_thresh,
+                     "iou_thresh": matrix.iou_thresh, "definition": CONFUSION_DEFINITION}
+        _write_json(out / "confusion.json", confusion)
+        metrics = self.to_dict()
+        metrics["files"] = {"pr_curves": "pr_curves.csv", "roc_curves": "roc_curves.csv",
+                            "confusion": "confusion.json"}
+        _write_json(out / "metrics.json", metrics)
+        return out
+
+
+def load_result(out_dir: str | Path) -> EvaluationResult:
+    """Read back what :meth:`EvaluationResult.save` wrote (``null`` becomes NaN again)."""
+    out = Path(out_dir)
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    confusion = json.loads((out / "confusion.json").read_text(encoding="utf-8"))
+    classes = [c["class"] for c in metrics["per_class"]]
+    return EvaluationResult(
+        classes=classes,
+        coco=_nan_for_none(metrics["coco"]),
+        voc=_nan_for_none(metrics["voc"]),
+        per_class=[_nan_for_none(c) for c in metrics["per_class"]],
+        pr_curves=Curves.read_csv(out / metrics["files"]["pr_curves"], classes, PR_COLUMNS),
+        roc_curves=Curves.read_csv(out / metrics["files"]["roc_curves"], classes, ROC_COLUMNS),
+        confusion=ConfusionMatrix(confusion["classes"], np.asarray(confusion["matrix"], dtype=np.int64),
+                                  confusion["score_thresh"], confusion["iou_thresh"]),
+        engine=metrics["engine"],
+        settings=metrics["settings"],
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _nan_for_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: float("nan") if v is None else v for k, v in d.items()}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False) + "\n", encoding="utf-8")

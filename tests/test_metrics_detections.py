@@ -1,0 +1,90 @@
+"""Reading and writing COCO results files: accepted spellings, exact numbers, and every bad entry named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.data.records import DetectionDataset, ImageRecord
+from bench.errors import BenchInputError
+from bench.metrics import DetectionResults
+
+
+@pytest.fixture()
+def gt(tmp_path: Path) -> DetectionDataset:
+    records = [ImageRecord(11, "a/x.jpg", 100, 80, boxes=[[0, 0, 10, 10]], labels=[0]),
+               ImageRecord(12, "y.jpg", 100, 80, boxes=[[5, 5, 20, 20]], labels=[1])]
+    return DetectionDataset(["cat", "dog"], records, tmp_path / "images", category_ids=[3, 8])
+
+
+def write(tmp_path: Path, data: object, name: str = "dt.json") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_ids_names_and_exact_boxes(tmp_path: Path, gt: DetectionDataset) -> None:
+    entries = [{"image_id": 12, "category_id": 8, "bbox": [0.1, 0.2, 0.2, 0.3], "score": 0.5},
+               {"file_name": "a/./x.jpg", "category_name": "dog", "bbox": [1, 2, 3, 4], "score": 1}]
+    dets = DetectionResults.from_coco_json(write(tmp_path, entries), gt)
+    assert dets.image_id.tolist() == [12, 11] and dets.label.tolist() == [1, 1]
+    assert dets.xywh[0].tolist() == [0.1, 0.2, 0.2, 0.3]  # as written, although 0.1 + 0.2 - 0.1 != 0.2
+    assert dets.boxes[0].tolist() == [0.1, 0.2, 0.1 + 0.2, 0.2 + 0.3] and dets.score.tolist() == [0.5, 1.0]
+    again = DetectionResults.from_coco_json(dets.to_coco_json(tmp_path / "out.json", gt), gt)
+    for field in ("image_id", "label", "boxes", "score", "xywh"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(dets, field))
+    assert json.loads((tmp_path / "out.json").read_text())[0]["category_id"] == 8
+
+
+def test_coco_dict_with_annotations_is_accepted(tmp_path: Path, gt: DetectionDataset) -> None:
+    data = {"annotations": [{"image_id": 11, "category_id": 3, "bbox": [1, 1, 2, 2], "score": 0.3}]}
+    assert len(DetectionResults.from_coco_json(write(tmp_path, data), gt)) == 1
+
+
+GOOD = {"image_id": 11, "category_id": 3, "bbox": [1, 1, 2, 2], "score": 0.3}
+
+
+@pytest.mark.parametrize(("bad", "field", "words"), [
+    ({"image_id": 99}, "image_id", "not in the ground truth"),
+    ({"image_id": 1.5}, "image_id", "not an integer"),
+    ({"image_id": None, "file_name": "nope.jpg"}, "file_name", "not in the ground truth"),
+    ({"image_id": None, "file_name": "../escape.jpg"}, "file_name", "escapes the data root"),
+    ({"image_id": None}, "image_id", "needs 'image_id' or 'file_name'"),
+    ({"category_id": 4}, "category_id", "not a ground-truth class"),
+    ({"category_id": None, "category_name": "cow"}, "category_id", "'cow' is not a ground-truth class"),
+    ({"bbox": [1, 1, 0, 2]}, "bbox", "zero or negative"),
+    ({"bbox": [1, 1, 2, -1]}, "bbox", "zero or negative"),
+    ({"bbox": [1, 1, 2]}, "bbox", "a list of 4 numbers"),
+    ({"bbox": [1, 1, "2", 2]}, "bbox", "a list of 4 numbers"),
+    ({"bbox": [1, float("inf"), 2, 2]}, "bbox", "NaN or infinite"),
+    ({"bbox": None}, "bbox", "missing"),
+    ({"score": float("nan")}, "score", "NaN or infinite"),
+    ({"score": "high"}, "score", "a number"),
+    ({"score": True}, "score", "a number"),
+])
+def test_bad_entry_is_named(tmp_path: Path, gt: DetectionDataset, bad: dict, field: str, words: str) -> None:
+    entries = [GOOD, GOOD, {k: v for k, v in {**GOOD, **bad}.items() if v is not None}]
+    with pytest.raises(BenchInputError) as info:
+        DetectionResults.from_coco_json(write(tmp_path, entries), gt)
+    err = info.value
+    assert (err.path, err.entry, err.field) == (str(tmp_path / "dt.json"), 2, field)
+    assert words in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[{"image_id": 11,', "malformed JSON at line 1"),
+    ('{"images": []}', "expected a JSON list"),
+    ("[1]", "expected an object"),
+])
+def test_bad_file_is_named(tmp_path: Path, gt: DetectionDataset, text: str, words: str) -> None:
+    with pytest.raises(BenchInputError, match=words) as info:
+        DetectionResults.from_coco_json(write(tmp_path, text), gt)
+    assert info.value.path == str(tmp_path / "dt.json")
+
+
+def test_unreadable_file(tmp_path: Path, gt: DetectionDataset) -> None:
+    with pytest.raises(BenchInputError, match="cannot read"):
+        DetectionResults.from_coco_json(tmp_path / "missing.json", gt)
