@@ -1,7 +1,26 @@
 """Detector adapters behind one interface (``detectors.base.Detector``) and a registry of names."""
 
-from detectors.base import Detections, Detector, ImageMeta, InputProtocol, ModelInfo, PostprocessConfig, Target
+from detectors.base import (
+    Detections,
+    Detector,
+    ImageMeta,
+    InputProtocol,
+    ModelInfo,
+    PostprocessConfig,
+    Target,
+)
 from detectors.registry import build_model, model_names, model_spec, register
 
-__all__ = ["Detections", "Detector", "ImageMeta", "InputProtocol", "ModelInfo", "PostprocessConfig", "Target",
-           "build_model", "model_names", "model_spec", "register"]
+__all__ = [
+    "Detections",
+    "Detector",
+    "ImageMeta",
+    "InputProtocol",
+    "ModelInfo",
+    "PostprocessConfig",
+    "Target",
+    "build_model",
+    "model_names",
+    "model_spec",
+    "register",
+]

@@ -35,7 +35,7 @@ def register(name: str, *, family: str, input_size: int) -> Callable[[Builder], 
 
 def _ensure_loaded() -> None:
     # Importing the model modules runs their @register decorators.
-    import detectors.ssd.zoo  # noqa: F401
+    import detectors.ssd.zoo
     import detectors.yolov5  # noqa: F401
 
 

@@ -1,1 +1,2 @@
-"""The SSD family: one head, prior generator, matcher, loss and post-processing; variants differ in features."""
+"""The SSD family: one head, prior generator, matcher, loss and post-processing; variants differ in
+features."""

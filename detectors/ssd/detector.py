@@ -1,11 +1,13 @@
 """An SSD-family detector is a feature extractor plus the shared head, priors, loss and post-processing.
 
-Every variant (SSD300/512, FSSD, MFSSD, MDSSD, DF-SSD) is an instance of ``SSDDetector`` that differs only in
-``features`` (a module returning the prediction maps, finest first, with ``out_channels``) and its prior levels.
+Every variant (SSD300/512, FSSD, MFSSD, MDSSD, DF-SSD) is an instance of ``SSDDetector`` that differs only
+in ``features`` (a module returning the prediction maps, finest first, with ``out_channels``) and its prior
+levels.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from detectors.base import Detections, Detector, ImageMeta, InputProtocol, PostprocessConfig, Target
@@ -31,10 +33,12 @@ class SSDDetector(Detector):
         self._notes = list(notes or [])
         self.levels = list(levels)
         self.features = features
-        self.head = SSDHead(list(features.out_channels), [lv.boxes_per_location for lv in levels], num_classes + 1)
-        self.register_buffer("priors", generate_priors(self.levels, input_size, clip_priors), persistent=False)
-        self.register_buffer("mean", Tensor(CAFFE_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", Tensor(CAFFE_STD).view(1, 3, 1, 1), persistent=False)
+        boxes_per_location = [lv.boxes_per_location for lv in levels]
+        self.head = SSDHead(list(features.out_channels), boxes_per_location, num_classes + 1)
+        priors = generate_priors(self.levels, input_size, clip_priors)
+        self.register_buffer("priors", priors, persistent=False)
+        self.register_buffer("mean", torch.tensor(CAFFE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CAFFE_STD).view(1, 3, 1, 1), persistent=False)
         self.criterion = MultiBoxLoss(variances=variances)
         self.postprocess = SSDPostprocess(variances=variances)
 

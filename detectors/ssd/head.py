@@ -17,9 +17,13 @@ class SSDHead(nn.Module):
         if len(in_channels) != len(boxes_per_location):
             raise ValueError("one boxes_per_location entry per feature map is required")
         self.num_classes_with_bg = num_classes_with_bg
-        self.loc = nn.ModuleList(nn.Conv2d(c, a * 4, 3, padding=1) for c, a in zip(in_channels, boxes_per_location, strict=True))
+        self.loc = nn.ModuleList(
+            nn.Conv2d(c, a * 4, 3, padding=1) for c, a in zip(in_channels, boxes_per_location, strict=True)
+        )
         self.conf = nn.ModuleList(
-            nn.Conv2d(c, a * num_classes_with_bg, 3, padding=1) for c, a in zip(in_channels, boxes_per_location, strict=True))
+            nn.Conv2d(c, a * num_classes_with_bg, 3, padding=1)
+            for c, a in zip(in_channels, boxes_per_location, strict=True)
+        )
         for conv in [*self.loc, *self.conf]:
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
@@ -31,5 +35,8 @@ class SSDHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         loc = torch.cat([self._flatten(h(f), 4) for h, f in zip(self.loc, features, strict=True)], 1)
-        conf = torch.cat([self._flatten(h(f), self.num_classes_with_bg) for h, f in zip(self.conf, features, strict=True)], 1)
+        conf = torch.cat(
+            [self._flatten(h(f), self.num_classes_with_bg) for h, f in zip(self.conf, features, strict=True)],
+            1,
+        )
         return loc, conf

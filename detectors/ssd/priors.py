@@ -29,8 +29,10 @@ class PriorLevel:
         return self.feature_size**2 * len(self.shapes)
 
 
-def ssd_box_shapes(min_size: float, max_size: float, aspect_ratios: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
-    """SSD's boxes for one level: s_k, sqrt(s_k s_{k+1}), then (r, 1/r) for every ratio r (Liu et al. 2016)."""
+def ssd_box_shapes(
+    min_size: float, max_size: float, aspect_ratios: tuple[float, ...]
+) -> tuple[tuple[float, float], ...]:
+    """SSD's boxes for one level: s_k, sqrt(s_k s_{k+1}), then (r, 1/r) per aspect ratio (Liu et al. 2016)."""
     shapes = [(min_size, min_size)]
     mid = math.sqrt(min_size * max_size)
     shapes.append((mid, mid))
@@ -40,8 +42,14 @@ def ssd_box_shapes(min_size: float, max_size: float, aspect_ratios: tuple[float,
     return tuple(shapes)
 
 
-def ssd_levels(image_size: int, feature_sizes: list[int], steps: list[float], min_sizes: list[float],
-               max_sizes: list[float], aspect_ratios: list[tuple[float, ...]]) -> list[PriorLevel]:
+def ssd_levels(
+    image_size: int,
+    feature_sizes: list[int],
+    steps: list[float],
+    min_sizes: list[float],
+    max_sizes: list[float],
+    aspect_ratios: list[tuple[float, ...]],
+) -> list[PriorLevel]:
     """Build SSD levels from the usual config lists (the layout of lufficc/SSD and amdegroot configs)."""
     lists = (feature_sizes, steps, min_sizes, max_sizes, aspect_ratios)
     if len({len(x) for x in lists}) != 1:
@@ -63,7 +71,9 @@ def generate_priors(levels: list[PriorLevel], image_size: int, clip: bool = Fals
         wh = torch.tensor(level.shapes, dtype=torch.float64) / image_size  # (A, 2)
         n_cells, n_shapes = cx.numel(), len(level.shapes)
         ctr = torch.stack([cx.reshape(-1), cy.reshape(-1)], dim=1)  # (HW, 2)
-        boxes = torch.cat([ctr[:, None, :].expand(n_cells, n_shapes, 2), wh[None].expand(n_cells, n_shapes, 2)], 2)
+        boxes = torch.cat(
+            [ctr[:, None, :].expand(n_cells, n_shapes, 2), wh[None].expand(n_cells, n_shapes, 2)], 2
+        )
         out.append(boxes.reshape(-1, 4))
     priors = torch.cat(out).float()
     return priors.clamp_(0, 1) if clip else priors

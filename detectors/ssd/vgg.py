@@ -7,6 +7,7 @@ index. ``pool3`` uses ``ceil_mode`` so a 300 input gives a 38x38 conv4_3 (75 -> 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ class VGG16(nn.Module):
     fc6/fc7 never get BN, as in SSD.
     """
 
-    channels = {"conv3_3": 256, "conv4_3": 512, "conv5_3": 512, "fc7": 1024}
+    channels: ClassVar[dict[str, int]] = {"conv3_3": 256, "conv4_3": 512, "conv5_3": 512, "fc7": 1024}
 
     def __init__(self, batch_norm: bool = False):
         super().__init__()
@@ -85,9 +86,9 @@ class VGG16(nn.Module):
     def load_imagenet(self) -> None:
         """Load torchvision's ImageNet VGG16 conv weights (fc6/fc7 stay Xavier-initialised).
 
-        Uses ``IMAGENET1K_FEATURES`` (the Caffe-converted weights SSD was trained from) for the plain body and
-        ``IMAGENET1K_V1`` of ``vgg16_bn`` for the BN body. Offline, raises a ``RuntimeError`` naming the file to
-        download and the folder to put it in.
+        Uses ``IMAGENET1K_FEATURES`` (the Caffe-converted weights SSD was trained from) for the plain body
+        and ``IMAGENET1K_V1`` of ``vgg16_bn`` for the BN body. Offline, raises a ``RuntimeError`` naming the
+        file to download and the folder to put it in.
         """
         from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 
@@ -97,8 +98,8 @@ class VGG16(nn.Module):
             state = weights.get_state_dict(progress=False, check_hash=False)
         except Exception as err:  # URLError, socket errors, SSL errors: all mean "not available offline"
             raise RuntimeError(
-                f"could not load ImageNet VGG16 weights ({err.__class__.__name__}: {err}). This machine seems "
-                f"offline: download {weights.url} on a connected machine and place it at {target}, "
+                f"could not load ImageNet VGG16 weights ({err.__class__.__name__}: {err}). This machine "
+                f"seems offline: download {weights.url} on a connected machine and place it at {target}, "
                 f"or build with pretrained_backbone=False") from err
         own = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         missing, unexpected = self.features.load_state_dict(own, strict=False)

@@ -1,0 +1,95 @@
+"""``python -m detectors list [--num-classes N] [--json] [--no-flops]``: every registered model and its size.
+
+Models are built on the meta device where their constructor allows it, so no weights are materialised and
+even the 100M-parameter models list instantly; a constructor that needs real values (ultralytics runs a
+forward pass to find its strides) is built on CPU instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from detectors.base import Detector
+from detectors.complexity import count_flops, count_params
+from detectors.registry import build_model, model_names
+
+COLUMNS = ("name", "family", "input_size", "params", "priors", "gflops")
+
+
+def _build_for_listing(name: str, num_classes: int) -> Detector:
+    try:
+        with torch.device("meta"):
+            return build_model(name, num_classes)
+    except Exception:  # constructor needs real tensors; the CPU build below raises any genuine error
+        return build_model(name, num_classes)
+
+
+def describe(name: str, num_classes: int, with_flops: bool = True) -> dict[str, Any]:
+    """One listing row: name, family, input_size, params, priors (None if anchor-free) and gflops."""
+    model = _build_for_listing(name, num_classes)
+    gflops = round(count_flops(model, model.input_size), 2) if with_flops else None
+    return {"name": name, "family": model.family, "input_size": model.input_size,
+            "params": count_params(model), "priors": model.num_priors, "gflops": gflops}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    cells = [list(COLUMNS)] + [[cell(row[c]) for c in COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+
+    def line(row: list[str]) -> str:  # text columns left-aligned, numbers right-aligned
+        pairs = enumerate(zip(row, widths, strict=True))
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in pairs)
+
+    return "\n".join(line(r) for r in cells)
+
+
+@contextlib.contextmanager
+def _stdout_for_the_listing_only() -> Iterator[None]:
+    """Keep builders' chatter out of stdout, so ``--json`` output parses: prints go to stderr, and INFO logs
+    (ultralytics logs "Overriding model.yaml nc=..." through a handler bound to stdout) are muted."""
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m detectors", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list", help="every registered model with its parameters, priors and GFLOPs")
+    listing.add_argument("--num-classes", type=int, default=80, help="object classes, background excluded")
+    listing.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    listing.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count (gflops is null)")
+    args = parser.parse_args(argv)
+    if args.num_classes < 1:
+        parser.error("--num-classes must be at least 1")
+
+    rows, failed = [], False
+    with _stdout_for_the_listing_only():
+        for name in model_names():
+            try:
+                rows.append(describe(name, args.num_classes, with_flops=not args.no_flops))
+            except Exception as err:  # one broken model must not hide the others
+                print(f"error: {name}: {err.__class__.__name__}: {err}", file=sys.stderr)
+                failed = True
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
