@@ -44,6 +44,18 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+def _count_conv_transpose(module: nn.ConvTranspose2d, inputs: tuple[torch.Tensor], _: torch.Tensor) -> None:
+    """Transposed conv: each *input* element multiplies into ``out_channels / groups x k_h x k_w`` outputs.
+
+    thop counts it like a forward conv over the *output* (``out.numel() x in/groups x k``), which overstates a
+    stride-s deconvolution by s^2 (x64 for DF-SSD's stride-8 deconv).
+    """
+    x = inputs[0]
+    kernel = module.kernel_size[0] * module.kernel_size[1]
+    macs = x.numel() * (module.out_channels // module.groups) * kernel
+    module.total_ops += float(macs)
+
+
 def count_flops(model: nn.Module, input_size: int) -> float:
     """GFLOPs = 2 x MACs / 1e9 of one ``(1, 3, S, S)`` forward of the fused eval-mode model (see module doc).
 
@@ -54,5 +66,6 @@ def count_flops(model: nn.Module, input_size: int) -> float:
     fused = fuse_conv_bn(copy.deepcopy(model).eval())
     image = torch.zeros(1, 3, input_size, input_size, device=device)
     with torch.no_grad():
-        macs, _ = thop.profile(fused, inputs=(image,), verbose=False)
+        macs, _ = thop.profile(fused, inputs=(image,), verbose=False,
+                               custom_ops={nn.ConvTranspose2d: _count_conv_transpose})
     return 2.0 * float(macs) / 1e9
