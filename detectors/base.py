@@ -133,6 +133,7 @@ class Detector(nn.Module, ABC):
         return []
 
     def info(self) -> ModelInfo:
-        params = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return ModelInfo(self.name, self.family, self.paper, self.input_size, self.num_classes, params,
-                         self.num_priors, list(self.notes))
+        from detectors.complexity import count_params  # late: complexity imports thop
+
+        return ModelInfo(self.name, self.family, self.paper, self.input_size, self.num_classes,
+                         count_params(self), self.num_priors, list(self.notes))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import replace
 
 # Before ultralytics is imported: it decides at import time whether it is online (else it probes DNS).
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -27,7 +26,6 @@ from detectors.base import (
     Detector,
     ImageMeta,
     InputProtocol,
-    ModelInfo,
     PostprocessConfig,
     Target,
 )
@@ -132,11 +130,6 @@ class YOLOv5Detector(Detector):
         """Fold BatchNorm into the convs (ultralytics' ``fuse``) for timing and FLOPs; inference only."""
         self.model.fuse(verbose=False)
         return self
-
-    def info(self) -> ModelInfo:
-        # Count every parameter, as ultralytics and the published tables do: the DFL's fixed 16-weight
-        # projection conv is frozen, so the base class's trainable-only count would be 16 short.
-        return replace(super().info(), params=sum(p.numel() for p in self.parameters()))
 
 
 def _builder(scale: str) -> Builder:
