@@ -63,9 +63,9 @@ def one_image_batch() -> tuple[torch.Tensor, list[Target]]:
     return image, [target]
 
 
-# Random initialisation on Caffe-scale (0-255) inputs gives large activations, so SSD300 without BN needs a
-# small step; FSSD's fusion BN tolerates the usual 1e-3.
-@pytest.mark.parametrize(("name", "lr"), [("ssd300", 1e-5), ("fssd300", 1e-3)])
+# A randomly initialised VGG16 without BN starts with large fc7/extras activations, so SSD300 takes a smaller
+# step than the papers' 1e-3 (which is tuned for ImageNet weights); FSSD's fusion BN tolerates 1e-3.
+@pytest.mark.parametrize(("name", "lr"), [("ssd300", 1e-4), ("fssd300", 1e-3)])
 def test_a_few_sgd_steps_lower_the_loss_clearly(name, lr):
     torch.manual_seed(0)
     model = build_model(name, 3).train()

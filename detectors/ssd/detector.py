@@ -16,10 +16,12 @@ from detectors.ssd.loss import MultiBoxLoss
 from detectors.ssd.postprocess import SSDPostprocess
 from detectors.ssd.priors import PriorLevel, generate_priors
 
-# Caffe-style VGG16 preprocessing (torchvision's IMAGENET1K_FEATURES weights and the original SSD):
-# RGB mean subtraction on the 0-255 scale, no division.
-CAFFE_MEAN = (0.48235, 0.45882, 0.40784)
-CAFFE_STD = (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
+# torchvision's ImageNet normalisation, which its IMAGENET1K_V1 VGG16 and VGG16-BN weights were trained with.
+# The original SSD used Caffe's 0-255 mean subtraction for Caffe weights; with unit-scale inputs a randomly
+# initialised VGG16 also trains (on the 0-255 scale it diverges at lr 1e-3), and one normalisation serves the
+# plain and the BN body alike.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SSDDetector(Detector):
@@ -37,14 +39,14 @@ class SSDDetector(Detector):
         self.head = SSDHead(list(features.out_channels), boxes_per_location, num_classes + 1)
         priors = generate_priors(self.levels, input_size, clip_priors)
         self.register_buffer("priors", priors, persistent=False)
-        self.register_buffer("mean", torch.tensor(CAFFE_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CAFFE_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.criterion = MultiBoxLoss(variances=variances)
         self.postprocess = SSDPostprocess(variances=variances)
 
     @property
     def protocol(self) -> InputProtocol:
-        return InputProtocol(self.input_size, "stretch", CAFFE_MEAN, CAFFE_STD)
+        return InputProtocol(self.input_size, "stretch", IMAGENET_MEAN, IMAGENET_STD)
 
     @property
     def num_priors(self) -> int:

@@ -86,13 +86,13 @@ class VGG16(nn.Module):
     def load_imagenet(self) -> None:
         """Load torchvision's ImageNet VGG16 conv weights (fc6/fc7 stay Xavier-initialised).
 
-        Uses ``IMAGENET1K_FEATURES`` (the Caffe-converted weights SSD was trained from) for the plain body
-        and ``IMAGENET1K_V1`` of ``vgg16_bn`` for the BN body. Offline, raises a ``RuntimeError`` naming the
-        file to download and the folder to put it in.
+        Uses ``IMAGENET1K_V1`` of ``vgg16`` / ``vgg16_bn``, both trained with the ImageNet mean/std that
+        ``SSDDetector`` applies (the Caffe-converted ``IMAGENET1K_FEATURES`` expect 0-255 inputs instead).
+        Offline, raises a ``RuntimeError`` naming the file to download and the folder to put it in.
         """
         from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 
-        weights = VGG16_BN_Weights.IMAGENET1K_V1 if self.batch_norm else VGG16_Weights.IMAGENET1K_FEATURES
+        weights = VGG16_BN_Weights.IMAGENET1K_V1 if self.batch_norm else VGG16_Weights.IMAGENET1K_V1
         target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         try:
             state = weights.get_state_dict(progress=False, check_hash=False)

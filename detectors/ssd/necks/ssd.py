@@ -128,8 +128,9 @@ _SSD_NOTES = [
     "prior sizes from the Caffe/lufficc tables for the data set (prior_set='voc' or 'coco'); torchvision's "
     "ssd300_vgg16 always uses its COCO scales",
     "matching: best prior per ground truth forced, then IoU >= 0.5; 3:1 hard negatives; variances 0.1/0.2",
-    "fc6/fc7 Xavier-initialised (torchvision's IMAGENET1K_FEATURES has no fc weights; the ports convert "
-    "vgg16_reducedfc.pth)",
+    "ImageNet mean/std input normalisation and torchvision's IMAGENET1K_V1 VGG16 weights (the original used "
+    "Caffe weights on 0-255 inputs); fc6/fc7 Xavier-initialised, since torchvision's fc layers are 4096-wide "
+    "classifiers (the ports convert vgg16_reducedfc.pth)",
 ]
 
 
