@@ -16,7 +16,7 @@ nox.options.sessions = ["tests"]
 
 
 def _ensure_chromium(session: nox.Session) -> None:
-    """The report's browser test needs Debian's chromium + chromedriver; install them when we can (root, apt)."""
+    """The report's browser test needs Debian's chromium and chromedriver: install them if root."""
     if shutil.which("chromium") and shutil.which("chromedriver"):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):

@@ -1,0 +1,180 @@
+"""``python -m bench.run`` in-process on the tiny fake detectors: run-directory contract, faults, VOC data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench.run
+import tests.fake_detector  # registers tiny_fake, tiny_nan, tiny_raise
+from bench.run import main
+
+MODEL_FILES = ["status.json", "info.json", "train_log.csv", "checkpoint.pt", "final.pt", "detections.json",
+               "metrics.json", "pr_curves.csv", "roc_curves.csv", "confusion.json", "speed.json",
+               "complexity.json"]
+
+
+@pytest.fixture(autouse=True)
+def reports_built(monkeypatch) -> list[Path]:
+    """The report builder has its own tests; here it is only checked that every run ends by calling it."""
+    calls: list[Path] = []
+    monkeypatch.setattr(bench.run, "build_report", calls.append)
+    return calls
+
+
+def run(tmp_path: Path, out: Path, *args: str) -> int:
+    return main(["--suite", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *args])
+
+
+def status(out: Path, model: str) -> dict:
+    return json.loads((out / "models" / model / "status.json").read_text())
+
+
+def test_run_writes_the_contract_and_records_failures(tmp_path: Path, reports_built: list[Path]) -> None:
+    out = tmp_path / "run"
+    assert run(tmp_path, out, "--models", "tiny_raise,tiny_fake") == 1  # one model failed
+    assert reports_built == [out]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["suite"]["name"] == "smoke" and len(manifest["suite"]["sha256"]) == 64
+    assert manifest["data"]["synthetic"] and manifest["data"]["format"] == "coco"
+    assert manifest["data"]["splits"]["test"] == 4  # the suite's test_images limit
+    assert manifest["device"]["type"] == "cpu" and manifest["precision"] == "fp32"
+    assert manifest["budget"]["iterations"] == 6 and manifest["finished"]
+    versions = {"python", "torch", "torchvision", "ultralytics", "numpy", "eval_engine"}
+    assert versions <= set(manifest["versions"])
+    gt = json.loads((out / "data" / "test_gt.json").read_text())
+    assert len(gt["images"]) == 4
+
+    fake = out / "models" / "tiny_fake"
+    assert all((fake / name).is_file() for name in MODEL_FILES)
+    assert status(out, "tiny_fake")["state"] == "done"
+    info = json.loads((fake / "info.json").read_text())
+    assert info["recipe"]["iterations"] == 6 and info["overrides"] is None and info["num_classes"] == 8
+    metrics = json.loads((fake / "metrics.json").read_text())
+    assert 0 <= metrics["coco"]["AP50"] <= 1
+    detections = json.loads((fake / "detections.json").read_text())
+    assert len(detections) == 4 * 8  # one detection per class per test image
+    assert json.loads((fake / "complexity.json").read_text())["params"] == info["params"]
+
+    failed = status(out, "tiny_raise")
+    assert failed["state"] == "failed" and "fails on purpose" in failed["error"]
+    assert "Traceback" in (out / "models" / "tiny_raise" / "error.txt").read_text()
+
+    # --resume skips the finished model (its files untouched) and retries the failed one.
+    final = fake / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    assert run(tmp_path, out, "--models", "tiny_raise,tiny_fake", "--resume") == 1
+    assert final.stat().st_mtime_ns == mtime
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["resumed"]) == 1
+
+
+def test_fail_fast_stops_and_nan_loss_is_a_failure(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run(tmp_path, out, "--models", "tiny_nan,tiny_fake", "--fail-fast") == 1
+    assert "non-finite loss" in status(out, "tiny_nan")["error"]
+    assert status(out, "tiny_fake")["state"] == "pending"
+
+
+def test_existing_run_directory_needs_resume(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    (out).mkdir()
+    (out / "manifest.json").write_text("{}")
+    assert run(tmp_path, out, "--models", "tiny_fake") == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_unknown_model_is_one_line_error(tmp_path: Path, capsys) -> None:
+    assert run(tmp_path, tmp_path / "run", "--models", "yolov9") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model 'yolov9'" in err
+
+
+def test_voc_format_data_end_to_end(tmp_path: Path) -> None:
+    from bench.data.synth import generate
+
+    voc_root = generate(tmp_path / "synth", images=20, seed=3, image_size=64)["voc"]
+    out = tmp_path / "run"
+    assert run(tmp_path, out, "--models", "tiny_fake", "--data", str(voc_root)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["format"] == "voc" and not manifest["data"]["synthetic"]
+    assert manifest["data"]["split_names"] == {"train": "train", "test": "test"}
+    assert manifest["data"]["splits"] == {"train": 14, "test": 3}  # 70/15/15 of 20 images
+    metrics = json.loads((out / "models" / "tiny_fake" / "metrics.json").read_text())
+    assert set(metrics["voc"]) >= {"mAP_11pt", "mAP_allpt"}
+
+
+def test_voc07_without_data_says_where_voc_comes_from(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("BENCH_VOC_ROOT", raising=False)
+    out = tmp_path / "run"
+    assert main(["--suite", "voc07", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "host.robots.ox.ac.uk" in err and "--data PATH" in err and "BENCH_VOC_ROOT" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+class FakeSlimming:
+    """Stands in for ``detectors.ssd.pruning`` on the tiny model: 'pruning' halves the box head's weights,
+    so a pruned model is recognisable, and save/load go through weights-only files like the real ones."""
+
+    calls: list[str]
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def make_slimming_pruner(self, model, example_inputs, reg):
+        self.calls.append(f"pruner reg={reg}")
+        return object()
+
+    def sparsity_step(self, pruner, model) -> None:
+        self.calls.append("sparsity_step")
+
+    def prune_to_params(self, model, target_params, example_inputs):
+        self.calls.append("prune")
+        model.box.weight.data.mul_(0.5)
+        return model
+
+    def save_pruned(self, model, path, base) -> None:
+        torch.save({"base": base, "state_dict": model.state_dict()}, path)
+
+    def load_pruned(self, path, map_location):
+        self.calls.append("load_pruned")
+        model = tests.fake_detector.TinyDetector(8)
+        model.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+        model.name = "mfssd300_pruned"
+        return model
+
+
+def test_pruned_model_runs_sparse_prune_finetune_and_resumes_in_finetune(tmp_path: Path, monkeypatch) -> None:
+    import detectors.ssd.pruning
+
+    fake = FakeSlimming()
+    for name in ("make_slimming_pruner", "sparsity_step", "prune_to_params", "save_pruned", "load_pruned"):
+        monkeypatch.setattr(detectors.ssd.pruning, name, getattr(fake, name))
+    monkeypatch.setattr(bench.run, "PRUNED_BASE", "tiny_fake")
+    out = tmp_path / "run"
+    assert run(tmp_path, out, "--models", "mfssd300_pruned") == 0
+    model_dir = out / "models" / "mfssd300_pruned"
+    with (model_dir / "train_log.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    logged = [(r["stage"], r["iteration"]) for r in rows]  # 6 iterations split 50/50, logged every 2
+    assert logged == [("sparse", "2"), ("sparse", "3"), ("finetune", "2"), ("finetune", "3")]
+    assert fake.calls == ["pruner reg=0.0001", *["sparsity_step"] * 3, "prune"]
+    assert (model_dir / "pruned.pt").is_file() and status(out, "mfssd300_pruned")["state"] == "done"
+    final = torch.load(model_dir / "final.pt", weights_only=True)["state_dict"]
+
+    # As if killed after fine-tuning: resuming must reload the pruned model, not train or prune again.
+    state = torch.load(model_dir / "checkpoint.pt", weights_only=True)
+    assert state["stage"] == "finetune" and state["stage_done"]
+    status_path = model_dir / "status.json"
+    status_path.write_text(json.dumps({**status(out, "mfssd300_pruned"), "state": "running"}))
+    fake.calls.clear()
+    assert run(tmp_path, out, "--models", "mfssd300_pruned", "--resume") == 0
+    assert fake.calls == ["load_pruned"]  # no sparse training, no pruning again
+    resumed = torch.load(model_dir / "final.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(final[k], resumed[k]) for k in final)

@@ -1,0 +1,83 @@
+"""Suite files: every bundled suite loads, and bad files fail with the file and the dotted key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchInputError
+from bench.suite import bundled_suites, load_suite
+
+MINIMAL = """
+name = "t"
+models = ["ssd300", "yolov5n"]
+[recipe]
+iterations = 10
+batch_size = 4
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    return path
+
+
+def test_bundled_suites_load() -> None:
+    assert {"coco_small", "voc07", "voc07_512", "coco", "smoke"} <= set(bundled_suites())
+    for name in bundled_suites():
+        suite = load_suite(name)
+        assert suite.models and suite.sha256 and suite.budget_description
+    coco_small = load_suite("coco_small")
+    assert len(coco_small.models) == 15 and coco_small.recipe.max_train_seconds
+    assert coco_small.data.root is None  # the synthetic default
+
+
+def test_minimal_suite_gets_defaults(tmp_path: Path) -> None:
+    suite = load_suite(str(write(tmp_path, MINIMAL)))
+    assert suite.recipe.iterations == 10 and suite.recipe.epochs is None
+    assert suite.recipe.lr == 1e-3 and suite.evaluation.nms_iou == 0.45
+    assert suite.recipe_for("ssd300") is suite.recipe
+
+
+@pytest.mark.parametrize(("extra", "key", "message"), [
+    ("[recipe.schedul]\n", "recipe.schedul", "unknown key"),
+    ("[data]\nformat = 'kitti'\n", "data.format", "must be one of"),
+    ("[evaluation]\nnms_iou = 'high'\n", "evaluation.nms_iou", "must be float"),
+    ("[speed]\niterations = 1.5\n", "speed.iterations", "must be int"),
+    ("[data.synthetic]\nimages = true\n", "data.synthetic.images", "must be int"),
+    ("[overrides.ssd300]\nlr = 0.01\n", "overrides.ssd300.reason", "reason"),
+    ("[overrides.ssd300]\nreason = 'paper'\nlearning_rate = 0.01\n", "overrides.ssd300.learning_rate",
+     "unknown key"),
+])
+def test_bad_keys_name_file_and_key(tmp_path: Path, extra: str, key: str, message: str) -> None:
+    path = write(tmp_path, MINIMAL + extra)
+    with pytest.raises(BenchInputError) as err:
+        load_suite(str(path))
+    assert err.value.field == key and err.value.path == str(path)
+    assert message in str(err.value)
+
+
+def test_recipe_needs_exactly_one_schedule_length(tmp_path: Path) -> None:
+    with pytest.raises(BenchInputError, match="exactly one of 'iterations' and 'epochs'") as err:
+        load_suite(str(write(tmp_path, MINIMAL.replace("iterations = 10", "iterations = 10\nepochs = 2"))))
+    assert err.value.field == "recipe"
+
+
+def test_override_replaces_only_its_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "[overrides.ssd300]\nreason = 'the paper uses 4e-3'\nlr = 4e-3\n"
+                                     "pruning = { sparsity = 1e-3 }\n")
+    suite = load_suite(str(path))
+    recipe = suite.recipe_for("ssd300")
+    assert recipe.lr == 4e-3 and recipe.batch_size == 4 and recipe.pruning.sparsity == 1e-3
+    assert suite.recipe_for("yolov5n").lr == 1e-3
+    assert suite.overrides["ssd300"].reason == "the paper uses 4e-3"
+    assert set(suite.overrides["ssd300"].values) == {"lr", "pruning"}
+
+
+def test_invalid_toml_and_missing_suite(tmp_path: Path) -> None:
+    with pytest.raises(BenchInputError, match="not valid TOML"):
+        load_suite(str(write(tmp_path, "name = ")))
+    with pytest.raises(BenchInputError, match=r"bundled suites: .*coco_small"):
+        load_suite("no_such_suite")

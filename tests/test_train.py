@@ -1,0 +1,143 @@
+"""The training loop on a tiny fake detector: it learns, resumes exactly, and refuses non-finite losses."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import checkpoint
+from bench.distributed import DistContext
+from bench.suite import Recipe
+from bench.train import NonFiniteLossError, Stage, Trainer, TrainLog, lr_at, stage_iterations
+from detectors import ImageMeta, Target
+from tests.fake_detector import TinyDetector
+
+CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+RECIPE = Recipe(iterations=12, batch_size=4, optimizer="adamw", lr=0.02, weight_decay=0.0,
+                warmup_iterations=2, schedule="cosine", precision="fp32", log_every=3, checkpoint_every=4,
+                seed=7)
+
+
+class AugmentedToySet:
+    """Eight 32-px images whose "augmentation" noise depends only on (epoch, index), like the real loader."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target, ImageMeta]:
+        gen = torch.Generator().manual_seed(1000 * self.epoch + index)
+        label = index % 2
+        image = torch.full((3, 32, 32), 0.2 + 0.6 * label) + 0.05 * torch.rand(3, 32, 32, generator=gen)
+        box = torch.tensor([[4.0, 4.0, 20.0, 20.0]]) + 8 * label
+        return image, Target(box, torch.tensor([label])), ImageMeta(index + 1, (32, 32))
+
+
+def collate(batch):
+    images, targets, metas = zip(*batch, strict=True)
+    return torch.stack(images), list(targets), list(metas)
+
+
+def make_trainer(tmp_path: Path, recipe: Recipe = RECIPE, failure: str | None = None) -> Trainer:
+    torch.manual_seed(0)
+    model = TinyDetector(2, input_size=32, failure=failure)
+    model.name = "tiny"
+    return Trainer(model, recipe, CPU, tmp_path / "checkpoint.pt", TrainLog(tmp_path / "train_log.csv"))
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_loss_falls_and_log_has_contract_columns(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path)
+    outcome = trainer.train(AugmentedToySet(), collate, Stage("train", 12))
+    assert outcome.iterations == 12 and not outcome.stopped_by_time
+    rows = read_log(tmp_path / "train_log.csv")
+    assert list(rows[0]) == ["stage", "epoch", "iteration", "lr", "loss", "loss_box", "loss_cls", "seconds"]
+    assert [int(r["iteration"]) for r in rows] == [3, 6, 9, 12]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 4, 5]  # 2 iterations per epoch (8 images, batch 4)
+    assert float(rows[-1]["loss"]) < 0.6 * float(rows[0]["loss"])
+    saved = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert saved["iteration"] == 12 and saved["stage_done"] and saved["stage"] == "train"
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
+    reference = make_trainer(tmp_path / "a")
+    reference.train(AugmentedToySet(), collate, Stage("train", 12))
+
+    interrupted = make_trainer(tmp_path / "b")
+    calls = 0
+
+    def crash_at_iteration_ten() -> None:  # killed mid-epoch: checkpoint at 8, log row 9 already written
+        nonlocal calls
+        calls += 1
+        if calls == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train(AugmentedToySet(), collate,
+                          Stage("train", 12, after_backward=crash_at_iteration_ten))
+    state = checkpoint.load(tmp_path / "b" / "checkpoint.pt")
+    assert state["iteration"] == 8 and not state["stage_done"]
+    torch.manual_seed(123)  # a fresh process: other RNG state, freshly initialised model
+    resumed = make_trainer(tmp_path / "b")
+    resumed.train(AugmentedToySet(), collate, Stage("train", 12), resume=state)
+
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    # No duplicated rows, and the row of iteration 9 averages 7-9 although 7 and 8 ran before the kill.
+    logs = [[{k: v for k, v in row.items() if k != "seconds"} for row in read_log(path)]
+            for path in (tmp_path / "a" / "train_log.csv", tmp_path / "b" / "train_log.csv")]
+    assert logs[0] == logs[1]
+
+
+def test_non_finite_loss_raises(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, failure="nan")
+    with pytest.raises(NonFiniteLossError, match="iteration 0"):
+        trainer.train(AugmentedToySet(), collate, Stage("train", 4))
+
+
+def test_time_cap_stops_training_and_is_checkpointed(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path)
+    outcome = trainer.train(AugmentedToySet(), collate, Stage("train", 10_000, max_seconds=1e-9))
+    assert outcome.stopped_by_time and outcome.iterations == 1
+    assert checkpoint.load(tmp_path / "checkpoint.pt")["stage_done"]
+
+
+def test_ema_and_grad_clip_paths(tmp_path: Path) -> None:
+    recipe = dataclasses.replace(RECIPE, ema_decay=0.5, grad_clip=0.1, optimizer="sgd", lr=0.01)
+    trainer = make_trainer(tmp_path, recipe)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train(AugmentedToySet(), collate, Stage("train", 2))
+    ema_params = list(trainer.eval_model.parameters())
+    model_params = list(trainer.model.parameters())
+    assert trainer.eval_model is not trainer.model
+    # EMA after two updates with decay 0.5 lies strictly between the start and the trained weights.
+    assert any(not torch.equal(e, m) for e, m in zip(ema_params, model_params, strict=True))
+    step = max((m - b).abs().max().item() for m, b in zip(model_params, before, strict=True))
+    assert 0 < step <= 2 * 0.01 * 0.1 * 1.0001 * 10  # lr x clipped norm, twice (with momentum)
+    saved = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert saved["ema"] is not None and int(saved["ema"]["n_averaged"]) == 2
+
+
+def test_schedule_shapes() -> None:
+    step = dataclasses.replace(RECIPE, schedule="step", lr=1.0, warmup_iterations=10, warmup_factor=0.1)
+    assert lr_at(step, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(step, 5, 0.0) == pytest.approx(0.55)
+    assert lr_at(step, 10, 0.5) == 1.0
+    assert lr_at(step, 10, 0.7) == pytest.approx(0.1) and lr_at(step, 10, 0.9) == pytest.approx(0.01)
+    cosine = dataclasses.replace(step, schedule="cosine", min_lr_fraction=0.0)
+    assert lr_at(cosine, 10, 0.5) == pytest.approx(0.5) and lr_at(cosine, 10, 1.0) == pytest.approx(0.0)
+    assert stage_iterations(10, [0.5, 0.5]) == [5, 5] and stage_iterations(1, [0.5, 0.5]) == [1, 1]
