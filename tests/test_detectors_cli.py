@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from detectors import __main__ as cli
-from detectors import model_names
 from detectors.registry import _REGISTRY, ModelSpec
 
 ALL_MODELS = {"ssd300", "ssd512", "fssd300", "mfssd300", "mfssd300_bn", "mfssd300_pruned", "mdssd300",
@@ -23,8 +22,9 @@ def test_list_json_for_20_classes_lists_every_registered_model():
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert [r["name"] for r in rows] == model_names()
-    assert set(model_names()) == ALL_MODELS
+    names = [r["name"] for r in rows]
+    assert len(names) == len(ALL_MODELS)
+    assert set(names) == ALL_MODELS  # tests may register tiny extra models in-process; the CLI has none
     by_name = {r["name"]: r for r in rows}
     for name, (params, priors) in SSD_COUNTS_20.items():
         assert (by_name[name]["params"], by_name[name]["priors"]) == (params, priors)
