@@ -206,12 +206,20 @@ def run_model(name: str, suite: Suite, data: ResolvedData, ctx: DistContext, mod
             mark(stage="speed")
             measure(model, suite, data, ctx, model_dir)
         mark(state="done", stage="done", finished=now())
+        if ctx.is_main:
+            discard_resume_state(model_dir)
     except Exception as err:  # any failure of one model is recorded and the suite goes on
         if ctx.is_main:
             (model_dir / "error.txt").write_text(traceback.format_exc())
         mark(state="failed", error=f"{type(err).__name__}: {err}", finished=now())
         print(f"{name}: FAILED ({type(err).__name__}: {err}); see {model_dir / 'error.txt'}", file=sys.stderr)
     return status["state"]
+
+
+def discard_resume_state(model_dir: Path) -> None:
+    """A finished model needs only ``final.pt``; its resumable state (optimizer included) is 2-3x larger."""
+    for stale in ("checkpoint.pt", "pruned.pt"):
+        (model_dir / stale).unlink(missing_ok=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -385,12 +393,8 @@ def measure(model: Detector, suite: Suite, data: ResolvedData, ctx: DistContext,
 
 
 def build_report(out: Path) -> None:
-    try:
-        from reports.build import build_report as build
-    except ImportError as err:
-        print(f"report not built ({err}); run `python -m reports.build {out}` once reports/ exists",
-              file=sys.stderr)
-        return
+    from reports.build import build_report as build
+
     try:
         build(out)
     except Exception:  # a report bug must not hide the results already on disk

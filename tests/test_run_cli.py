@@ -13,7 +13,7 @@ import bench.run
 import tests.fake_detector  # registers tiny_fake, tiny_nan, tiny_raise
 from bench.run import main
 
-MODEL_FILES = ["status.json", "info.json", "train_log.csv", "checkpoint.pt", "final.pt", "detections.json",
+MODEL_FILES = ["status.json", "info.json", "train_log.csv", "final.pt", "detections.json",
                "metrics.json", "pr_curves.csv", "roc_curves.csv", "confusion.json", "speed.json",
                "complexity.json"]
 
@@ -52,6 +52,7 @@ def test_run_writes_the_contract_and_records_failures(tmp_path: Path, reports_bu
 
     fake = out / "models" / "tiny_fake"
     assert all((fake / name).is_file() for name in MODEL_FILES)
+    assert not (fake / "checkpoint.pt").exists()  # a finished model keeps final.pt only
     assert status(out, "tiny_fake")["state"] == "done"
     info = json.loads((fake / "info.json").read_text())
     assert info["recipe"]["iterations"] == 6 and info["overrides"] is None and info["num_classes"] == 8
@@ -157,6 +158,8 @@ def test_pruned_model_runs_sparse_prune_finetune_and_resumes_in_finetune(tmp_pat
     for name in ("make_slimming_pruner", "sparsity_step", "prune_to_params", "save_pruned", "load_pruned"):
         monkeypatch.setattr(detectors.ssd.pruning, name, getattr(fake, name))
     monkeypatch.setattr(bench.run, "PRUNED_BASE", "tiny_fake")
+    # Keep the resumable state a finished model normally discards: the test resumes as if killed just before.
+    monkeypatch.setattr(bench.run, "discard_resume_state", lambda model_dir: None)
     out = tmp_path / "run"
     assert run(tmp_path, out, "--models", "mfssd300_pruned") == 0
     model_dir = out / "models" / "mfssd300_pruned"
