@@ -19,19 +19,11 @@ from typing import Any
 import numpy as np
 
 from bench.data.records import DetectionDataset, ImageRecord
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, read_json
 
 
 def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise BenchInputError(path, f"cannot read: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise BenchInputError(path, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
-                              ) from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise BenchInputError(path, "expected a COCO instances object, got " + type(data).__name__)
     for key in ("images", "annotations", "categories"):

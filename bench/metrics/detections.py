@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.records import DetectionDataset
-from bench.errors import BenchInputError, resolve_inside
+from bench.errors import BenchInputError, read_json, resolve_inside
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,7 @@ class DetectionResults:
 
 
 def _load_entries(path: Path) -> list[Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise BenchInputError(path, f"cannot read: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise BenchInputError(path, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
-                              ) from None
+    data = read_json(path)
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         data = data["annotations"]
     if not isinstance(data, list):

@@ -83,11 +83,16 @@ class FSSDFeatures(nn.Module):
         sources = [taps["conv4_3"], taps["fc7"], self.extras(taps["fc7"])]
         fused = [upsample_to(t(s), FUSION_SIZE_300) for t, s in zip(self.transforms, sources, strict=True)]
         x = self.fusion_bn(torch.cat(fused, 1))
-        maps = []
-        for layer in self.pyramid:
-            x = layer(x)
-            maps.append(x)
-        return maps
+        return pyramid_maps(self.pyramid, x)
+
+
+def pyramid_maps(pyramid: nn.ModuleList, x: Tensor) -> list[Tensor]:
+    """Run the pyramid layers in sequence; every layer's output is a prediction map (finest first)."""
+    maps = []
+    for layer in pyramid:
+        x = layer(x)
+        maps.append(x)
+    return maps
 
 
 _FSSD_NOTES = [

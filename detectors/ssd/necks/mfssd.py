@@ -21,6 +21,7 @@ from detectors.ssd.necks.fssd import (
     conv_block,
     fssd300_levels,
     fssd_pyramid,
+    pyramid_maps,
     upsample_to,
 )
 from detectors.ssd.necks.ssd import PriorSet
@@ -62,11 +63,7 @@ class MFSSDFeatures(nn.Module):
         fused = torch.cat([upsample_to(transform(taps[tap]), FUSION_SIZE_300)
                            for tap, transform in self.transforms.items()], 1)
         x = self.fusion_bn(fused)
-        maps = []
-        for layer in self.pyramid:
-            x = layer(x)
-            maps.append(x)
-        return maps
+        return pyramid_maps(self.pyramid, x)
 
 
 _MFSSD_NOTES = [
