@@ -55,21 +55,23 @@ def test_prior_sets_differ_only_in_sizes():
     assert [lv.step for lv in voc.levels] == [lv.step for lv in coco.levels]
 
 
-def one_image_batch() -> tuple[torch.Tensor, list[Target]]:
+def one_image_batch(size: int = 300) -> tuple[torch.Tensor, list[Target]]:
     generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, 300, 300, generator=generator)
-    boxes = torch.tensor([[30.0, 40.0, 150.0, 200.0], [200.0, 180.0, 260.0, 290.0]])
+    image = torch.rand(1, 3, size, size, generator=generator)
+    boxes = torch.tensor([[30.0, 40.0, 150.0, 200.0], [200.0, 180.0, 260.0, 290.0]]) * (size / 300)
     target = Target(boxes, torch.tensor([0, 2]))
     return image, [target]
 
 
 # A randomly initialised VGG16 without BN starts with large fc7/extras activations, so SSD300 takes a smaller
 # step than the papers' 1e-3 (which is tuned for ImageNet weights); FSSD's fusion BN tolerates 1e-3.
-@pytest.mark.parametrize(("name", "lr"), [("ssd300", 1e-4), ("fssd300", 1e-3)])
-def test_a_few_sgd_steps_lower_the_loss_clearly(name, lr):
+# SSD512's box term (4x the priors per object) falls more slowly, hence its looser bound.
+@pytest.mark.parametrize(("name", "lr", "bound"), [("ssd300", 1e-4, 0.75), ("ssd512", 1e-4, 0.85),
+                                                   ("fssd300", 1e-3, 0.75)])
+def test_a_few_sgd_steps_lower_the_loss_clearly(name, lr, bound):
     torch.manual_seed(0)
     model = build_model(name, 3).train()
-    images, targets = one_image_batch()
+    images, targets = one_image_batch(model.input_size)
     optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     losses = []
     for _ in range(4):  # three updates; each step is ~2 s on one core at 300x300
@@ -79,7 +81,7 @@ def test_a_few_sgd_steps_lower_the_loss_clearly(name, lr):
         out["loss"].backward()
         optimiser.step()
         losses.append(out["loss"].item())
-    assert losses[-1] < 0.75 * losses[0], losses
+    assert losses[-1] < bound * losses[0], losses
 
 
 def test_predict_returns_boxes_in_original_pixels_inside_the_image():
