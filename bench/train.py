@@ -98,6 +98,11 @@ def lr_at(recipe: Recipe, iteration: int, progress: float) -> float:
     return recipe.lr * factor
 
 
+def uses_amp(recipe: Recipe, device: torch.device) -> bool:
+    """fp16 autocast with loss scaling on CUDA only: on CPU it brings no speed-up, so CPU runs stay fp32."""
+    return recipe.precision == "amp" and device.type == "cuda"
+
+
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "sgd":
@@ -176,7 +181,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.model.to(self.ctx.device)
-        self.amp = self.recipe.precision == "amp" and self.ctx.device.type == "cuda"
+        self.amp = uses_amp(self.recipe, self.ctx.device)
         self.window: dict[str, Tensor] = {}  # loss sums since the last log row (checkpointed: exact logs)
         self.window_steps = 0
         self.optimizer = build_optimizer(self.model, self.recipe)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import bench.train
 from bench import checkpoint
 from bench.distributed import DistContext
 from bench.suite import Recipe
@@ -141,3 +142,23 @@ def test_schedule_shapes() -> None:
     cosine = dataclasses.replace(step, schedule="cosine", min_lr_fraction=0.0)
     assert lr_at(cosine, 10, 0.5) == pytest.approx(0.5) and lr_at(cosine, 10, 1.0) == pytest.approx(0.0)
     assert stage_iterations(10, [0.5, 0.5]) == [5, 5] and stage_iterations(1, [0.5, 0.5]) == [1, 1]
+
+
+def test_amp_is_cuda_only() -> None:
+    amp = dataclasses.replace(RECIPE, precision="amp")
+    assert bench.train.uses_amp(amp, torch.device("cuda", 0))
+    assert not bench.train.uses_amp(amp, torch.device("cpu"))
+    assert not bench.train.uses_amp(RECIPE, torch.device("cuda", 0))
+
+
+def test_amp_path_scales_unscales_for_clipping_and_saves_the_scaler(tmp_path: Path, monkeypatch) -> None:
+    """The CUDA branch (fp16 autocast + GradScaler) run on CPU, where both exist, to test its logic."""
+    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: True)
+    recipe = dataclasses.replace(RECIPE, precision="amp", grad_clip=1.0)
+    trainer = make_trainer(tmp_path, recipe)
+    assert trainer.amp and trainer.scaler.is_enabled()
+    trainer.train(AugmentedToySet(), collate, Stage("train", 12))
+    rows = read_log(tmp_path / "train_log.csv")
+    assert float(rows[-1]["loss"]) < 0.6 * float(rows[0]["loss"])  # unscaled gradients, sane clipping
+    saved = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert saved["scaler"]["scale"] > 0  # the loss scale resumes with the run

@@ -102,6 +102,22 @@ class VGG16(nn.Module):
                 f"seems offline: download {weights.url} on a connected machine and place it at {target}, "
                 f"or build with pretrained_backbone=False") from err
         own = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        if self.batch_norm:
+            own = _fold_conv_bias_into_bn(own)
         missing, unexpected = self.features.load_state_dict(own, strict=False)
         if missing or unexpected:
             raise RuntimeError(f"VGG16 weight layout mismatch: missing {missing}, unexpected {unexpected}")
+
+
+def _fold_conv_bias_into_bn(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """torchvision's ``vgg16_bn`` convs carry a bias; ours do not, since BN follows each of them.
+
+    ``BN(conv(x) + b)`` equals ``BN'(conv(x))`` with ``running_mean' = running_mean - b`` (in training BN
+    subtracts the batch mean, so ``b`` has no effect at all): the weights load exactly.
+    """
+    state = dict(state)
+    for key in [k for k in state if k.endswith(".bias")]:
+        bn = f"{int(key.split('.')[0]) + 1}.running_mean"  # the BN right after this conv
+        if bn in state:
+            state[bn] = state[bn] - state.pop(key)
+    return state
