@@ -60,14 +60,17 @@ def speed_accuracy(run: Run, path: Path) -> Path:
         raise NotApplicable("needs models with both a `model` fp32 timing and COCO AP50")
     colours = model_colours(points["model"])
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
     ax.plot(front["fps"], front["ap"], color="0.6", lw=1, ls="--", label="Pareto front")
+    on_front = set(front["model"])
     for row in points.itertuples():
-        ax.scatter(row.fps, row.ap, color=colours[row.model], s=36, zorder=3)
-        ax.annotate(row.model, (row.fps, row.ap), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        # Every model is in the legend; only the front is labelled in place, so clustered points stay legible.
+        ax.scatter(row.fps, row.ap, color=colours[row.model], s=36, zorder=3, label=row.model)
+        if row.model in on_front:
+            ax.annotate(row.model, (row.fps, row.ap), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("FPS, `model` protocol, fp32, batch 1 (log scale)")
     ax.set_ylabel("COCO AP50 (%)")
     ax.set_title("Speed vs accuracy (measured in this run)")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
     return save(fig, path)
