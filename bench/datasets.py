@@ -81,7 +81,8 @@ def _synthetic(config: DataConfig, cache_dir: Path) -> ResolvedData:
     splits = SplitNames("train", "test")
     root = out / "coco"
     train, test = _read_pair("coco", root, splits, config.classes)
-    return ResolvedData(train, _limit(test, config.test_images), "coco", root.resolve(), True, splits,
+    limit = spec.test_images if spec.test_images is not None else config.test_images
+    return ResolvedData(train, _limit(test, limit), "coco", root.resolve(), True, splits,
                         f"synthetic small objects (bench.data.synth, {out.name})")
 
 

@@ -42,6 +42,7 @@ class SyntheticData:
     images: int = 240
     seed: int = 0
     image_size: int = 320
+    test_images: int | None = None  # evaluate on the first N synthetic test images (not applied to --data)
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,15 @@ def test_invalid_toml_and_missing_suite(tmp_path: Path) -> None:
         load_suite(str(write(tmp_path, "name = ")))
     with pytest.raises(BenchInputError, match=r"bundled suites: .*coco_small"):
         load_suite("no_such_suite")
+
+
+def test_synthetic_test_limit_does_not_apply_to_data_given_by_path(tmp_path: Path) -> None:
+    from bench.datasets import resolve_data
+    from bench.suite import DataConfig, SplitNames, SyntheticData
+
+    config = DataConfig(synthetic=SyntheticData(images=30, seed=1, image_size=64, test_images=2),
+                        splits={"coco": SplitNames("train", "test")})
+    synthetic = resolve_data(config, None, tmp_path / "cache", tmp_path / "suite.toml")
+    assert synthetic.synthetic and len(synthetic.test) == 2
+    real = resolve_data(config, str(synthetic.root), tmp_path / "cache", tmp_path / "suite.toml")
+    assert not real.synthetic and len(real.test) > 2  # the same files, given with --data: the whole split
