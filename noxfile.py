@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime
 
 import nox
 
@@ -46,13 +47,71 @@ def perf(session: nox.Session) -> None:
 
 
 @nox.session
+def gpu(session: nox.Session) -> None:
+    """The paths CPU tests cannot reach, run on the GPU into one JSON (``python -m bench.gpu_check``; posargs
+    such as ``--out`` or ``--only`` go to it). Without CUDA it says why it skipped and succeeds."""
+    session.run("python", "-m", "bench.gpu_check", *session.posargs)
+
+
+# The reproduction sessions. "paper" runs each model as its paper trains it; "identical" is the fair
+# comparison (the same data, schedule length, batch, precision and seed for every model, each family with its
+# recipe); "_both" runs both and builds one report per table set with the paper's, the identical and the
+# paper-protocol numbers side by side. They need the data (--data PATH in posargs, or BENCH_VOC_ROOT /
+# BENCH_COCO_ROOT) and GPUs: see README. Runs land in results/reproduce/<timestamp>/<suite>.
+PROTOCOLS = {
+    "voc": {"paper": ["voc07_paper", "voc07_512_paper"], "identical": ["voc07", "voc07_512"]},
+    "coco": {"paper": ["coco_paper"], "identical": ["coco"]},
+}
+
+
+def _run_suites(session: nox.Session, suites: list[str], stamp: str) -> list[str]:
+    outs = []
+    for suite in suites:
+        out = f"results/reproduce/{stamp}/{suite}"
+        session.run("python", "-m", "bench.run", "--suite", suite, "--out", out, *session.posargs)
+        outs.append(out)
+    return outs
+
+
+def _reproduce(session: nox.Session, data: str, protocols: tuple[str, ...]) -> None:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    runs = {protocol: _run_suites(session, PROTOCOLS[data][protocol], stamp) for protocol in protocols}
+    if len(protocols) == 2:  # one report per table set, both protocols beside the papers'
+        for paper, identical in zip(runs["paper"], runs["identical"], strict=True):
+            session.run("python", "-m", "reports.build", paper, "--compare", identical)
+
+
+@nox.session
 def reproduce_voc(session: nox.Session) -> None:
-    """VOC07+12 -> VOC07 test at 300 and 512 (needs a VOC root: --data via posargs or BENCH_VOC_ROOT)."""
-    session.run("python", "-m", "bench.run", "--suite", "voc07", *session.posargs)
-    session.run("python", "-m", "bench.run", "--suite", "voc07_512", *session.posargs)
+    """VOC07+12 -> VOC07 test at 300 and 512, the paper protocol (voc07_paper, voc07_512_paper)."""
+    _reproduce(session, "voc", ("paper",))
+
+
+@nox.session
+def reproduce_voc_identical(session: nox.Session) -> None:
+    """VOC07+12 -> VOC07 test at 300 and 512, the identical protocol (voc07, voc07_512)."""
+    _reproduce(session, "voc", ("identical",))
+
+
+@nox.session
+def reproduce_voc_both(session: nox.Session) -> None:
+    """Both VOC protocols, then reports with paper / identical / paper-protocol numbers per table."""
+    _reproduce(session, "voc", ("paper", "identical"))
 
 
 @nox.session
 def reproduce_coco(session: nox.Session) -> None:
-    """COCO trainval35k -> minival (needs a COCO root: --data via posargs or BENCH_COCO_ROOT)."""
-    session.run("python", "-m", "bench.run", "--suite", "coco", *session.posargs)
+    """COCO train2017 -> val2017, the paper protocol (coco_paper)."""
+    _reproduce(session, "coco", ("paper",))
+
+
+@nox.session
+def reproduce_coco_identical(session: nox.Session) -> None:
+    """COCO train2017 -> val2017, the identical protocol (coco)."""
+    _reproduce(session, "coco", ("identical",))
+
+
+@nox.session
+def reproduce_coco_both(session: nox.Session) -> None:
+    """Both COCO protocols, then a report with paper / identical / paper-protocol numbers per table."""
+    _reproduce(session, "coco", ("paper", "identical"))

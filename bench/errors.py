@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +43,3 @@ def resolve_inside(
             source, f"path {relative!r} escapes the data root {root}", entry=entry, field=field
         )
     return candidate
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; unreadable files and syntax errors become a ``BenchInputError`` with line/column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise BenchInputError(path, f"cannot read: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise BenchInputError(path, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
-                              ) from None

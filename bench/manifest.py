@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,9 @@ import torchvision
 
 from bench.datasets import ResolvedData
 from bench.distributed import DistContext
+from bench.environment import device_name, package_version, tf32_state
 from bench.suite import Suite
+from detectors.registry import model_names, model_spec
 
 
 def now() -> str:
@@ -46,26 +46,18 @@ def git_state(repo: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+def eval_engine() -> dict[str, str]:
+    """The evaluator's own description, the same that every ``metrics.json`` records as ``engine``."""
+    from bench.metrics import evaluation
 
+    describe = getattr(evaluation, "engine", None) or evaluation._engine
+    return describe()
+
+
+def versions() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "ultralytics": version("ultralytics"),
-            "numpy": np.__version__, "eval_engine": f"faster-coco-eval {version('faster-coco-eval')}"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            "torchvision": torchvision.__version__, "ultralytics": package_version("ultralytics"),
+            "numpy": np.__version__, "eval_engine": "{name} {version}".format(**eval_engine())}
 
 
 def device_info(requested: str, ctx: DistContext) -> dict[str, Any]:
@@ -77,16 +69,30 @@ def device_info(requested: str, ctx: DistContext) -> dict[str, Any]:
                                     capture_output=True, text=True, timeout=10).stdout.split("\n")[0] or None
         except (OSError, subprocess.SubprocessError):
             driver = None
-    return {"requested": requested, "type": ctx.device.type,
-            "name": torch.cuda.get_device_name(ctx.device) if cuda else cpu_name(),
-            "driver": driver, "cuda": torch.version.cuda if cuda else None, "world_size": ctx.world_size,
-            "cpu_threads": torch.get_num_threads()}
+    return {"requested": requested, "type": ctx.device.type, "index": ctx.device.index,
+            "name": device_name(ctx.device), "driver": driver, "cuda": torch.version.cuda if cuda else None,
+            "world_size": ctx.world_size, "cpu_threads": torch.get_num_threads(),
+            # Training in "fp32" on Ampere and later runs matmuls/convolutions in TF32 where these are true.
+            "tf32": tf32_state() if cuda else None,
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if cuda else None}
+
+
+def zoo() -> list[dict[str, Any]]:
+    """Every registered model (registry order) with what reports need: name, family, input size, options."""
+    return [model_spec(name).info for name in model_names()]
 
 
 def build_manifest(suite: Suite, argv: list[str], requested_device: str, ctx: DistContext,
                    data: ResolvedData, gt_files: list[Path]) -> dict[str, Any]:
     recipe = suite.recipe
-    input_protocol = {"ssd": "fixed by the architecture (300 or 512)", **recipe.input_size}
+    fixed: dict[str, set[int]] = {}
+    for entry in zoo():
+        if "input_size" not in entry["options"]:
+            fixed.setdefault(entry["family"], set()).add(entry["input_size"])
+    input_protocol: dict[str, Any] = {
+        family: f"fixed by the architecture ({' or '.join(map(str, sorted(sizes)))})"
+        for family, sizes in fixed.items()}
+    input_protocol.update(recipe.input_size)
     budget = {"iterations": recipe.iterations, "epochs": recipe.epochs, "batch_size": recipe.batch_size,
               "max_train_seconds": recipe.max_train_seconds, "input_protocol": input_protocol,
               "paper_budget": suite.paper_budget, "description": suite.budget_description}
@@ -97,8 +103,11 @@ def build_manifest(suite: Suite, argv: list[str], requested_device: str, ctx: Di
         "git": git_state(Path(__file__).resolve().parents[1]),
         "seed": recipe.seed,
         "versions": versions(),
+        "eval_engine": eval_engine(),  # equal to every metrics.json's "engine"
         "device": device_info(requested_device, ctx),
         "precision": "amp" if recipe.precision == "amp" and ctx.device.type == "cuda" else "fp32",
+        "amp_dtype": recipe.amp_dtype if recipe.precision == "amp" and ctx.device.type == "cuda" else None,
+        "zoo": zoo(),
         "data": {"name": data.name, "format": data.format, "root": str(data.root),
                  "synthetic": data.synthetic,
                  "splits": {"train": len(data.train), "test": len(data.test)},
@@ -109,10 +118,3 @@ def build_manifest(suite: Suite, argv: list[str], requested_device: str, ctx: Di
         "started": now(),
         "finished": None,
     }
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)

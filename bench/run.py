@@ -4,6 +4,12 @@
     python -m bench.run --suite voc07 --data ~/data/VOCdevkit --device cuda
     torchrun --nproc_per_node=8 -m bench.run --suite coco --data ~/data/coco --device cuda
     python -m bench.run --suite coco_small --out results/x --resume   # after a crash or kill -9
+    python -m bench.run --suite coco_small --plan                # the resolved plan as JSON, nothing trained
+
+Each model trains the iterations its suite's budget rule gives it (``bench.plan``: equal training compute or
+the recipe's schedule), computed before training from the architecture alone and stored as ``plan.json``, so
+the same command trains the same weights on an idle and on a loaded machine; ``max_train_seconds`` is only a
+safety net, and a model it stops is reported as "budget not completed".
 
 Each model's work is resumable (checkpoints every epoch, every ``checkpoint_every`` iterations and every
 ``checkpoint_minutes``); finished models are skipped on ``--resume``; a failing model is recorded with its
@@ -15,50 +21,39 @@ project README.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import random
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
-from bench import checkpoint
+from bench.cluster import add_launcher_arguments, collect, launch
 from bench.datasets import ResolvedData, resolve_data
-from bench.distributed import (
-    DistContext,
-    barrier,
-    broadcast_from_main,
-    gather_to_main,
-    init_from_env,
-    shard,
-    shutdown,
-)
+from bench.distributed import DistContext, barrier, broadcast_from_main, init_from_env, shutdown
 from bench.errors import BenchInputError
-from bench.manifest import build_manifest, now, write_json
-from bench.suite import Recipe, Suite, load_suite
-from bench.train import Stage, Trainer, TrainLog, stage_iterations, total_iterations
-from detectors import Detector, PostprocessConfig, build_model, model_names, model_spec
+from bench.io import read_json
+from bench.model_job import run_model
+from bench.run_setup import (
+    RESULTS,
+    finish_manifest,
+    prepare_run_directory,
+    resolved_plan,
+    run_directory,
+    weights_policy,
+)
+from bench.suite import Suite, load_suite
+from bench.tblog import LoggingOptions, add_logging_arguments, configure
+from detectors import model_names
 
-Mark = Callable[..., None]  # updates and writes a model's status.json
-StageRunner = Callable[[Detector, Stage], Trainer]
-
-PRUNED_MODEL = "mfssd300_pruned"
-PRUNED_BASE = "mfssd300_bn"
-RESULTS = Path("results")
+__all__ = ["RESULTS", "main", "parse_args", "prepare_run_directory", "run", "run_directory"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--suite", default="coco_small", help="bundled suite name or path to a TOML file")
-    parser.add_argument("--data", help="data root (COCO, VOC devkit/year folder or YOLO layout)")
+    parser.add_argument("--data", help="data root (COCO, VOC devkit/year folder, YOLO, KITTI or TT100K)")
     parser.add_argument("--models", help="comma-separated registered names (default: the suite's list)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, help="run directory (default results/<suite>/<timestamp>)")
@@ -67,6 +62,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing model")
     parser.add_argument("--cache-dir", type=Path, default=RESULTS / ".cache",
                         help="where the generated synthetic data set is cached")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the resolved plan of every model (budget, schedule, cost) as JSON; "
+                             "train nothing")
+    parser.add_argument("--strict", action="store_true",
+                        help="data-quality problems (degenerate or out-of-image boxes...) are errors")
+    parser.add_argument("--keep-weights", action="store_true",
+                        help="keep every finished model's fp32 final.pt (default: only for real data)")
+    parser.add_argument("--weights", choices=("full", "fp16", "none"),
+                        help="what a finished model's final.pt keeps (overrides --keep-weights)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not build the report at the end (launched jobs: --collect builds it)")
+    add_launcher_arguments(parser)
+    add_logging_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -82,25 +90,73 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.collect:
+        return collect(Path(args.collect))
     suite = load_suite(args.suite)
     models = select_models(suite, args.models)
+    configure(LoggingOptions.from_args(args), experiment=suite.name)
+    if args.plan:
+        return show_plan(suite, models, args)
+    if args.launcher:
+        return launch(args, models, run_directory(suite, args))
     ctx = init_from_env(args.device)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    out = broadcast_from_main(run_directory(suite, args) if ctx.is_main else None, ctx)
+    out = decided_on_main(lambda: run_directory(suite, args), ctx)
     data = resolve_data_on_every_rank(suite, args, ctx)
-    manifest = prepare_run_directory(out, suite, models, argv, args, ctx, data) if ctx.is_main else None
+    if ctx.is_main:
+        for line in data.health.console_lines():
+            print(line, file=sys.stderr)
+    plan = decided_on_main(lambda: resolved_plan(out, suite, models, data, ctx.world_size), ctx)
+    weights = weights_policy(args, data)
+    manifest = decided_on_main(
+        lambda: prepare_run_directory(out, suite, models, argv, args, ctx, data, weights), ctx, share=False)
     states: dict[str, str] = {}
-    for name in models:
-        states[name] = run_model(name, suite, data, ctx, out / "models" / name, args.resume)
+    for name in models:  # the per-model work: bench.model_job
+        states[name] = run_model(name, suite, data, ctx, out / "models" / name, args.resume, plan, weights[0])
         if states[name] == "failed" and args.fail_fast:
             break
     if ctx.is_main:
-        manifest["finished"] = now()
-        write_json(manifest, out / "manifest.json")
-        build_report(out)
+        from bench.comparisons import paired_comparisons
+
+        finish_manifest(out, manifest, data)
+        paired_comparisons(out, models)
+        if not args.no_report:
+            build_report(out)  # the CLI alone builds the report: run_model and the runner's modules never do
         print_summary(out, models, states)
     return 1 if "failed" in states.values() else 0
+
+
+def show_plan(suite: Suite, models: list[str], args: argparse.Namespace) -> int:
+    """``--plan``: the resolved plan as JSON on stdout. With ``--data`` the data set is read first, so the
+    plan has its training-set size and class count, exactly as the run will; without it, the suite's
+    (the synthetic set's spec, or the documented split size)."""
+    from bench.plan import print_plan
+
+    sizes: dict[str, int] = {}
+    if args.data is not None:
+        data = resolve_data(suite.data, args.data, args.cache_dir, suite.path or Path(args.suite),
+                            strict=args.strict)
+        sizes = {"train_images": len(data.train), "num_classes": data.train.num_classes}
+    print_plan(suite, models, **sizes)
+    return 0
+
+
+def decided_on_main(decide: Callable[[], Any], ctx: DistContext, share: bool = True) -> Any:
+    """``decide()`` on rank 0; its bad-input error is raised on every rank (no rank waits for a dead one).
+
+    ``share``: the result too goes to every rank (else the others get ``None``)."""
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = decide()
+        except BenchInputError as err:
+            error = (err.path, err.detail, err.entry, err.field)
+    error = broadcast_from_main(error, ctx)
+    if error is not None:
+        path, detail, entry, field = error
+        raise BenchInputError(path, detail, entry=entry, field=field)
+    return broadcast_from_main(result, ctx) if share else result
 
 
 def resolve_data_on_every_rank(suite: Suite, args: argparse.Namespace, ctx: DistContext) -> ResolvedData:
@@ -108,7 +164,8 @@ def resolve_data_on_every_rank(suite: Suite, args: argparse.Namespace, ctx: Dist
     data = None
     for main_turn in (True, False):
         if ctx.is_main == main_turn:
-            data = resolve_data(suite.data, args.data, args.cache_dir, suite.path or Path(args.suite))
+            data = resolve_data(suite.data, args.data, args.cache_dir, suite.path or Path(args.suite),
+                                strict=args.strict)
         barrier(ctx)
     assert data is not None
     return data
@@ -125,268 +182,6 @@ def select_models(suite: Suite, requested: str | None) -> list[str]:
         raise BenchInputError(source, f"unknown model {unknown[0]!r}; registered: {', '.join(sorted(known))}",
                               field=key)
     return models
-
-
-def run_directory(suite: Suite, args: argparse.Namespace) -> Path:
-    if args.out is not None:
-        out = args.out
-    elif args.resume:
-        runs = sorted((RESULTS / suite.name).glob("*/manifest.json"))
-        if not runs:
-            raise BenchInputError(RESULTS / suite.name, "--resume found no earlier run of this suite")
-        out = runs[-1].parent
-    else:
-        out = RESULTS / suite.name / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if (out / "manifest.json").exists() and not args.resume:
-        raise BenchInputError(out, "already holds a run; pass --resume to continue it or another --out")
-    return out
-
-
-def prepare_run_directory(out: Path, suite: Suite, models: list[str], argv: list[str],
-                          args: argparse.Namespace, ctx: DistContext, data: ResolvedData) -> dict[str, Any]:
-    """Ground truth, manifest and a ``pending`` status per model, so an interrupted run shows what is left."""
-    from bench.data.coco import write_coco
-
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    gt_files = [out / "data" / "train_gt.json", out / "data" / "test_gt.json"]
-    for ds, path in zip((data.train, data.test), gt_files, strict=True):
-        write_coco(ds, path)
-    manifest = build_manifest(suite, argv, args.device, ctx, data, gt_files)
-    previous = out / "manifest.json"
-    if previous.exists():
-        old = json.loads(previous.read_text())
-        if old["data"]["annotation_sha256"] != manifest["data"]["annotation_sha256"]:
-            raise BenchInputError(out, "--resume with different data than the run was started with")
-        manifest["started"] = old["started"]
-        manifest["resumed"] = [*old.get("resumed", []), {"command": manifest["command"], "at": now()}]
-        manifest["command"] = old["command"]
-    write_json(manifest, previous)
-    for name in models:
-        status = out / "models" / name / "status.json"
-        if not status.exists():
-            status.parent.mkdir(parents=True, exist_ok=True)
-            write_json({"state": "pending", "stage": None, "error": None, "started": None, "finished": None},
-                       status)
-    return manifest
-
-
-# --------------------------------------------------------------------------------------------- one model
-
-
-def run_model(name: str, suite: Suite, data: ResolvedData, ctx: DistContext, model_dir: Path,
-              resume: bool) -> str:
-    """Train, evaluate, time and measure one model; returns its final state ("done" or "failed")."""
-    status_path = model_dir / "status.json"
-    status = json.loads(status_path.read_text()) if status_path.exists() else {}
-    if broadcast_from_main(status.get("state") == "done" and resume, ctx):
-        print(f"{name}: done in an earlier run, skipped", file=sys.stderr)
-        return "done"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "error.txt").unlink(missing_ok=True)
-    status = {"state": "running", "stage": "build", "error": None, "started": status.get("started") or now(),
-              "finished": None}
-
-    def mark(**changes: Any) -> None:
-        status.update(changes)
-        if ctx.is_main:
-            write_json(status, status_path)
-
-    mark()
-    try:
-        recipe = suite.recipe_for(name)
-        model = build(name, suite, recipe, data.train.num_classes)
-        if ctx.is_main:
-            write_json(model_info(model, suite, recipe), model_dir / "info.json")
-        model = train_model(model, recipe, data, ctx, model_dir, resume, mark)
-        if ctx.is_main:  # again: pruning changes the parameter count
-            write_json(model_info(model, suite, recipe), model_dir / "info.json")
-        mark(stage="evaluate")
-        evaluate(model, suite, data, ctx, model_dir)
-        if ctx.is_main:
-            mark(stage="speed")
-            measure(model, suite, data, ctx, model_dir)
-        mark(state="done", stage="done", finished=now())
-        if ctx.is_main:
-            discard_resume_state(model_dir)
-    except Exception as err:  # any failure of one model is recorded and the suite goes on
-        if ctx.is_main:
-            (model_dir / "error.txt").write_text(traceback.format_exc())
-        mark(state="failed", error=f"{type(err).__name__}: {err}", finished=now())
-        print(f"{name}: FAILED ({type(err).__name__}: {err}); see {model_dir / 'error.txt'}", file=sys.stderr)
-    return status["state"]
-
-
-def discard_resume_state(model_dir: Path) -> None:
-    """A finished model needs only ``final.pt``; its resumable state (optimizer included) is 2-3x larger."""
-    for stale in ("checkpoint.pt", "pruned.pt"):
-        (model_dir / stale).unlink(missing_ok=True)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build(name: str, suite: Suite, recipe: Recipe, num_classes: int) -> Detector:
-    """The SSD variants' input size is fixed by their architecture; YOLOv5's comes from the recipe."""
-    seed_everything(recipe.seed)  # identical initial weights on every rank and in every resumed run
-    ev = suite.evaluation
-    kwargs: dict[str, Any] = {"postprocess": PostprocessConfig(ev.score_thresh, ev.nms_iou, ev.max_detections,
-                                                                ev.pre_nms_topk)}
-    family = model_spec(name).family
-    if family == "ssd":
-        kwargs.update(pretrained_backbone=recipe.pretrained_backbone, prior_set=recipe.prior_set)
-    elif family in recipe.input_size:
-        kwargs["input_size"] = recipe.input_size[family]
-    # The registry's mfssd300_pruned is a structure-only stand-in; the real one is slimmed from MFSSD-BN here.
-    model = build_model(PRUNED_BASE if name == PRUNED_MODEL else name, num_classes, **kwargs)
-    model.name = name
-    return model
-
-
-def model_info(model: Detector, suite: Suite, recipe: Recipe) -> dict[str, Any]:
-    override = suite.overrides.get(model.name)
-    return {**dataclasses.asdict(model.info()),
-            "overrides": None if override is None else {"reason": override.reason, "values": override.values},
-            "recipe": dataclasses.asdict(recipe)}
-
-
-def train_model(model: Detector, recipe: Recipe, data: ResolvedData, ctx: DistContext, model_dir: Path,
-                resume: bool, mark: Mark) -> Detector:
-    """Run the model's stages, skipping finished ones; returns the model to evaluate (EMA when enabled)."""
-    from bench.data.loader import DetectionTorchDataset, collate
-
-    ckpt_path = model_dir / "checkpoint.pt"
-    state = checkpoint.load(ckpt_path, ctx.device) if resume and ckpt_path.exists() else None
-    if state is None and ctx.is_main:
-        (model_dir / "train_log.csv").unlink(missing_ok=True)
-    family = model_spec(model.name).family
-    dataset = DetectionTorchDataset(data.train, model.protocol, train=True, augment=recipe.augment[family],
-                                    seed=recipe.seed)
-    total = total_iterations(len(dataset), recipe, ctx)
-    log = TrainLog(model_dir / "train_log.csv")
-
-    def run_stage(model: Detector, stage: Stage) -> Trainer:
-        trainer = Trainer(model, recipe, ctx, ckpt_path, log)
-        mark(stage=f"train:{stage.name}")
-        if state is not None and state["stage"] == stage.name and state["stage_done"]:
-            trainer.load_state_dict(state)
-        else:
-            own = state if state is not None and state["stage"] == stage.name else None
-            trainer.train(dataset, collate, stage, resume=own)
-        return trainer
-
-    if model.name != PRUNED_MODEL:
-        trainer = run_stage(model, Stage("train", total, recipe.max_train_seconds))
-    else:
-        trainer = train_pruned(model, recipe, total, state, model_dir, run_stage, mark, ctx.device,
-                               ctx.is_main)
-    final = trainer.eval_model
-    if ctx.is_main:
-        save_final(final, model_dir / "final.pt")
-    return final
-
-
-def train_pruned(model: Detector, recipe: Recipe, total: int, state: dict[str, Any] | None, model_dir: Path,
-                 run_stage: StageRunner, mark: Mark, device: torch.device, is_main: bool) -> Trainer:
-    """Network slimming as three checkpointed stages: sparse training, pruning to Table I size, fine-tuning.
-
-    The compute budget (iterations and time cap) is the same as every other model's, split between the two
-    training stages; pruning itself is deterministic given the sparse weights, so a resume simply repeats it.
-    """
-    from detectors.ssd import pruning
-
-    pr = recipe.pruning
-    sparse_its, finetune_its = stage_iterations(total, [1 - pr.finetune_fraction, pr.finetune_fraction])
-    cap = recipe.max_train_seconds
-    pruned_path = model_dir / "pruned.pt"
-    if state is not None and state["stage"] == "finetune":
-        model = pruning.load_pruned(pruned_path, device)
-    else:
-        example = torch.zeros(1, 3, model.input_size, model.input_size, device=device)
-        pruner = pruning.make_slimming_pruner(model, example, reg=pr.sparsity)
-        sparse = Stage("sparse", sparse_its, cap and cap * (1 - pr.finetune_fraction),
-                       after_backward=lambda: pruning.sparsity_step(pruner, model))
-        run_stage(model, sparse)
-        mark(stage="prune")
-        pruning.prune_to_params(model.eval(), pr.target_params, example)
-        if is_main:
-            tmp = pruned_path.with_name(".pruned.pt.tmp")
-            pruning.save_pruned(model, tmp, base=PRUNED_BASE)
-            tmp.replace(pruned_path)
-    return run_stage(model, Stage("finetune", finetune_its, cap and cap * pr.finetune_fraction))
-
-
-def save_final(model: Detector, path: Path) -> None:
-    if model.name == PRUNED_MODEL:
-        from detectors.ssd.pruning import save_pruned
-
-        tmp = path.with_name(".final.pt.tmp")
-        save_pruned(model, tmp, base=PRUNED_BASE)
-        tmp.replace(path)
-    else:
-        checkpoint.save_atomic({"name": model.name, "num_classes": model.num_classes,
-                                "input_size": model.input_size, "model": model.state_dict()}, path)
-
-
-# ------------------------------------------------------------------------------- evaluation and timing
-
-
-@torch.inference_mode()
-def predict_split(model: Detector, data: ResolvedData, batch_size: int, workers: int,
-                  ctx: DistContext) -> dict[str, np.ndarray] | None:
-    """Detections on the test split, each image on exactly one rank, gathered on rank 0 as flat arrays."""
-    from bench.data.loader import DetectionTorchDataset, collate
-
-    dataset = DetectionTorchDataset(data.test, model.protocol, train=False, augment="none", seed=0)
-    loader = DataLoader(Subset(dataset, shard(len(dataset), ctx).tolist()), batch_size=batch_size,
-                        collate_fn=collate, num_workers=workers)
-    model.eval()
-    parts: list[tuple[torch.Tensor, ...]] = []
-    for images, _targets, metas in tqdm(loader, desc=f"{model.name} [evaluate]", unit="batch",
-                                        disable=not ctx.is_main, dynamic_ncols=True):
-        dets = model.predict(images.to(ctx.device), metas)
-        ids = torch.cat([torch.full((len(d.scores),), m.image_id, dtype=torch.int64)
-                         for d, m in zip(dets, metas, strict=True)])
-        parts.append((ids, *(torch.cat([getattr(d, k) for d in dets]).cpu() for k in ("labels", "boxes",
-                                                                                       "scores"))))
-    local = {key: torch.cat([p[i] for p in parts]).numpy() if parts else empty
-             for i, (key, empty) in enumerate((("image_id", np.zeros(0, np.int64)),
-                                               ("label", np.zeros(0, np.int64)),
-                                               ("boxes", np.zeros((0, 4), np.float32)),
-                                               ("score", np.zeros(0, np.float32))))}
-    gathered = gather_to_main(local, ctx)
-    if gathered is None:
-        return None
-    return {key: np.concatenate([g[key] for g in gathered]) for key in local}
-
-
-def evaluate(model: Detector, suite: Suite, data: ResolvedData, ctx: DistContext, model_dir: Path) -> None:
-    from bench.metrics import DetectionResults
-    from bench.metrics import evaluate as score
-
-    arrays = predict_split(model, data, suite.evaluation.batch_size, suite.recipe.workers, ctx)
-    if arrays is None:
-        return
-    dets = DetectionResults(**arrays)
-    dets.to_coco_json(model_dir / "detections.json", data.test)
-    score(data.test, dets).save(model_dir)
-
-
-def measure(model: Detector, suite: Suite, data: ResolvedData, ctx: DistContext, model_dir: Path) -> None:
-    from bench.speed import SpeedConfig, measure_speed, save
-    from detectors.complexity import count_flops, count_params
-
-    sp = suite.speed
-    config = SpeedConfig(warmup=sp.warmup, iterations=sp.iterations, max_seconds=sp.max_seconds,
-                         throughput_batch=sp.throughput_batch, fp16=sp.fp16, fuse=sp.fuse)
-    samples = [data.test.image_path(r) for r in data.test.records[:sp.sample_images]]
-    save(measure_speed(model, sp.protocols, config, ctx.device, samples), model_dir)
-    write_json({"params": count_params(model), "gflops": count_flops(model, model.input_size),
-                "flops_definition": "2 x multiply-accumulates of one (1, 3, S, S) forward, conv+BN fused, "
-                                    "counted by thop", "input_size": model.input_size},
-               model_dir / "complexity.json")
 
 
 # --------------------------------------------------------------------------------------------- the end
@@ -406,10 +201,14 @@ def print_summary(out: Path, models: list[str], states: dict[str, str]) -> None:
     print(f"\nrun directory: {out}")
     for name in models:
         metrics_path = out / "models" / name / "metrics.json"
-        coco = json.loads(metrics_path.read_text()).get("coco", {}) if metrics_path.exists() else {}
+        coco = read_json(metrics_path).get("coco", {}) if metrics_path.exists() else {}
         ap50 = coco.get("AP50")
         shown = "-" if ap50 is None else f"{ap50:.3f}"
-        print(f"  {name:<18} {states.get(name, 'not run'):<8} AP50 {shown}")
+        status_path = out / "models" / name / "status.json"
+        budget = (read_json(status_path).get("budget") if status_path.is_file() else None) or {}
+        trained = "" if not budget else f"  {budget['trained_iterations']}/{budget['planned_iterations']} it"
+        loud = "" if budget.get("completed", True) else "  BUDGET NOT COMPLETED (wall-clock safety net)"
+        print(f"  {name:<18} {states.get(name, 'not run'):<8} AP50 {shown}{trained}{loud}")
 
 
 if __name__ == "__main__":

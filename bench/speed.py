@@ -8,34 +8,35 @@ Protocols (``PROTOCOL_DEFINITIONS`` is written into every ``speed.json``):
 - ``throughput``: the forward pass on a batch of preprocessed images, reported as images per second.
 
 Every measurement runs ``warmup`` untimed iterations, then timed ones until ``iterations`` are done or
-``max_seconds`` of timed work have accumulated, whichever comes first (at least one). On CUDA each iteration
-is bracketed by CUDA events after a ``synchronize`` and waits for its end event, so a figure is the latency of
-one complete iteration, never overlapped with the next; on CPU it is ``time.perf_counter``. Models are timed
-on a deep copy in eval mode, conv+BN folded (``detectors.complexity.fuse_conv_bn``) unless disabled, in fp32
-and, on CUDA, in fp16 (``model.half()``: weights and inputs in half precision).
+``max_seconds`` of timed work have accumulated, whichever comes first (at least one); timers and the stopping
+rule are in ``bench.timers``. Models are timed on a deep copy in eval mode, conv+BN folded
+(``detectors.complexity.fuse_conv_bn``) unless disabled, in fp32 (TF32 disabled on CUDA, recorded as
+``tf32``) and, on CUDA, in fp16 (``bench.half_precision``: weights and inputs in half precision, the buffers
+a detector keeps in fp32 excepted). A throughput batch that does not fit the GPU is halved until it does; the
+row records the batch timed and the ``requested_batch``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
-import json
-import platform
-import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from tqdm import tqdm
+from torch import Tensor
 
 from bench.data.loader import load_image
 from bench.data.transforms import letterbox, resize_stretch
-from detectors.base import Detector, ImageMeta, InputProtocol
+from bench.environment import device_name, tf32_disabled
+from bench.half_precision import to_half
+from bench.io import write_json
+from bench.timers import Timer, time_iterations, timer_for
+from detectors.base import BATCH_NORMS, Detector, ImageMeta, InputProtocol
 from detectors.complexity import fuse_conv_bn
 
 ProtocolName = Literal["model", "e2e", "throughput"]
@@ -54,10 +55,11 @@ PROTOCOL_DEFINITIONS = {
     "fps": "images per second: batch x 1000 / mean_ms",
     "fused": "true when conv+BN folding was requested and no BatchNorm layer is left in the timed model "
              "(also true for models without BatchNorm)",
-    "precision": "fp32, or fp16 on CUDA only (model.half(): weights and inputs in half precision)",
+    "precision": "fp32, or fp16 on CUDA only (weights and inputs in half precision; the buffers a detector "
+                 "declares in fp32_buffers and modules with an eps below fp16's range stay fp32)",
+    "tf32": "CUDA fp32 rows: whether TF32 matmuls/convolutions were allowed (false: true fp32); else null",
+    "requested_batch": "the configured batch; `batch` is smaller when it did not fit in GPU memory (halved)",
 }
-
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)
@@ -84,76 +86,6 @@ class SpeedConfig:
         return cls(warmup=2, iterations=10, max_seconds=5.0, throughput_batch=4)
 
 
-class Timer(Protocol):
-    """Times one call of ``step``, including the device work it queued."""
-
-    name: str
-
-    def __call__(self, step: Callable[[], object]) -> float:
-        """Seconds from just before ``step`` starts to when all its work has finished."""
-        ...
-
-
-class PerfCounterTimer:
-    name = "perf_counter"
-
-    def __call__(self, step: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        step()
-        return time.perf_counter() - start
-
-
-class CudaEventTimer:
-    """CUDA events on the device's current stream; the GPU is idle when the start event is recorded."""
-
-    name = "cuda_events"
-
-    def __init__(self, device: torch.device | str) -> None:
-        self.device = torch.device(device)
-        self._start = torch.cuda.Event(enable_timing=True)
-        self._end = torch.cuda.Event(enable_timing=True)
-
-    def __call__(self, step: Callable[[], object]) -> float:
-        torch.cuda.synchronize(self.device)  # no earlier work may run inside the timed window
-        stream = torch.cuda.current_stream(self.device)
-        self._start.record(stream)
-        step()
-        self._end.record(stream)
-        self._end.synchronize()
-        return self._start.elapsed_time(self._end) / 1000.0
-
-
-def timer_for(device: torch.device) -> Timer:
-    """CUDA events on a GPU, ``time.perf_counter`` elsewhere."""
-    return CudaEventTimer(device) if device.type == "cuda" else PerfCounterTimer()
-
-
-def device_name(device: torch.device | str) -> str:
-    """GPU name, or the CPU model from /proc/cpuinfo (``platform`` where that file does not exist)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
-    return found.group(1).strip() if found else (platform.processor() or platform.machine())
-
-
-def time_iterations(step: Callable[[], object], timer: Timer, config: SpeedConfig, label: str) -> np.ndarray:
-    """Per-iteration seconds of the timed iterations, after ``config.warmup`` untimed ones (module doc)."""
-    samples: list[float] = []
-    elapsed = 0.0
-    total = config.warmup + config.iterations
-    with tqdm(total=total, desc=label, leave=False, disable=not config.progress) as bar:
-        for _ in range(config.warmup):
-            timer(step)
-            bar.update()
-        while len(samples) < config.iterations and elapsed < config.max_seconds:
-            samples.append(timer(step))
-            elapsed += samples[-1]
-            bar.update()
-    return np.asarray(samples)
-
-
 def summarise(samples: np.ndarray, batch: int) -> dict[str, float | int]:
     """The recorded statistics of per-iteration ``samples`` (seconds) at ``batch`` images per iteration."""
     mean_ms = float(samples.mean() * 1000)
@@ -162,14 +94,14 @@ def summarise(samples: np.ndarray, batch: int) -> dict[str, float | int]:
             "p50_ms": p50_ms, "p90_ms": p90_ms, "fps": batch * 1000.0 / mean_ms}
 
 
-def prepare_image(path: Path, protocol: InputProtocol, image_id: int = 0) -> tuple[Tensor, ImageMeta]:
+def prepare_image(path: Path, geometry: InputProtocol, image_id: int = 0) -> tuple[Tensor, ImageMeta]:
     """Decode a file and apply the model's evaluation geometry: float RGB ``(3, S, S)`` in [0, 1] + meta."""
     image = load_image(str(path))
     no_boxes = torch.zeros(0, 4)
-    if protocol.resize == "letterbox":
-        out, _, meta = letterbox(image, no_boxes, protocol.size, protocol.pad_value, image_id)
+    if geometry.resize == "letterbox":
+        out, _, meta = letterbox(image, no_boxes, geometry.size, geometry.pad_value, image_id)
     else:
-        out, _, meta = resize_stretch(image, no_boxes, protocol.size, image_id)
+        out, _, meta = resize_stretch(image, no_boxes, geometry.size, image_id)
     return out, meta
 
 
@@ -178,9 +110,9 @@ def _timed_copy(model: Detector, device: torch.device, half: bool, fuse: bool) -
     timed = copy.deepcopy(model).eval()
     if fuse:
         timed = fuse_conv_bn(timed)
-    fused = fuse and not any(isinstance(m, _BATCH_NORMS) for m in timed.modules())
+    fused = fuse and not any(isinstance(m, BATCH_NORMS) for m in timed.modules())
     timed = timed.to(device)
-    return (timed.half() if half else timed), fused
+    return (to_half(timed) if half else timed), fused
 
 
 def _iteration(model: Detector, protocol: ProtocolName, images: list[Tensor], paths: Sequence[Path],
@@ -224,21 +156,37 @@ def measure_speed(model: Detector, protocols: Sequence[ProtocolName], config: Sp
     results = []
     for precision, dtype in precisions:
         timed, fused = _timed_copy(model, device, dtype == torch.float16, config.fuse)
-        for protocol in protocols:
-            batch = config.throughput_batch if protocol == "throughput" else 1
-            step = _iteration(timed, protocol, images, sample_images, device, dtype, batch)
-            with torch.inference_mode():
-                samples = time_iterations(step, timer, config, f"speed {protocol} {precision}")
-            results.append({"protocol": protocol, **common, "precision": precision, "batch": batch,
-                            "fused": fused, **summarise(samples, batch),
-                            "nms": nms if protocol == "e2e" else None})
+        true_fp32 = device.type == "cuda" and dtype == torch.float32
+        with tf32_disabled() if true_fp32 else contextlib.nullcontext():
+            for protocol in protocols:
+                requested = config.throughput_batch if protocol == "throughput" else 1
+                samples, batch = _timed_samples(timed, protocol, images, sample_images, device, dtype,
+                                                requested, timer, config, f"speed {protocol} {precision}")
+                results.append({"protocol": protocol, **common, "precision": precision, "batch": batch,
+                                "requested_batch": requested, "tf32": False if true_fp32 else None,
+                                "fused": fused, **summarise(samples, batch),
+                                "nms": nms if protocol == "e2e" else None})
     return {"protocol_definitions": PROTOCOL_DEFINITIONS, "results": results}
+
+
+def _timed_samples(model: Detector, protocol: ProtocolName, images: list[Tensor], paths: Sequence[Path],
+                   device: torch.device, dtype: torch.dtype, batch: int, timer: Timer, config: SpeedConfig,
+                   label: str) -> tuple[np.ndarray, int]:
+    """Per-iteration seconds and the batch timed: a throughput batch that runs out of memory is halved."""
+    while True:
+        try:
+            step = _iteration(model, protocol, images, paths, device, dtype, batch)
+            with torch.inference_mode():
+                return time_iterations(step, timer, config, label), batch
+        except torch.cuda.OutOfMemoryError:
+            if protocol != "throughput" or batch == 1:
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            batch //= 2
 
 
 def save(speed: dict[str, Any], model_dir: Path) -> Path:
     """Write ``model_dir/speed.json`` (the run-directory contract) and return its path."""
-    path = Path(model_dir) / "speed.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(speed, indent=2, allow_nan=False))
-    return path
+    return write_json(speed, Path(model_dir) / "speed.json")
 

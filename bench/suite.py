@@ -1,30 +1,38 @@
 """Suite files: what a run trains, on which data, with which recipe, and how it is scored and timed.
 
 A suite is a TOML file (``bench/suites/<name>.toml`` or any path). Loading validates every key against the
-dataclasses below and rejects unknown keys, so a typo fails at once with the file and the dotted key, not
-after an hour of training with a silently ignored setting.
+dataclasses below and rejects unknown keys (``bench.suite_schema``), so a typo fails at once with the file and
+the dotted key, not after an hour of training with a silently ignored setting.
+
+A suite may build on others (``base = "voc07.toml"``; the rules are in ``bench.suite_compose``) and override
+recipe keys for a family (``[overrides.family.yolov5]``), a named group of models (``[overrides.group.NAME]``
+with ``models = [...]``) or one model (``[overrides.MODEL]``), each with the ``reason`` the report shows. A
+model's recipe is the shared one with every override that applies to it laid over it: family, then group,
+then model (the more specific wins) and, within each, base files before the suite that includes them.
+A ``[variants.NAME]`` table runs a registry model under a new name with fixed build options and its own
+recipe keys (an ablation; ``bench.suite_variants``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from bench.errors import BenchInputError
+from bench.suite_compose import exclusive_schedule_length, merge_into
+from bench.suite_overrides import Override, Overrides
+from bench.suite_parts import MosaicAugment, PruningRecipe, SSDAugment
+from bench.suite_schema import build
+from bench.suite_variants import Variant
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
+__all__ = ["Budget", "DataConfig", "EvaluationProtocol", "MosaicAugment", "Override", "Overrides",
+           "PruningRecipe", "Recipe", "SSDAugment", "SlicingProtocol", "SpeedProtocol", "SplitNames", "Suite",
+           "SyntheticData", "Variant", "bundled_suites", "load_suite", "suite_path"]
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-FORMATS = ("coco", "voc", "yolo")
+FORMATS = ("coco", "voc", "yolo", "kitti", "tt100k")
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class SyntheticData:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: Literal["coco", "voc", "yolo"] = "coco"
+    format: Literal["coco", "voc", "yolo", "kitti", "tt100k"] = "coco"
     root: str | None = None  # None: the synthetic set (unless ``required``)
     env: str | None = None  # environment variable that may name the root (e.g. BENCH_VOC_ROOT)
     required: bool = False  # a real data set is mandatory (the paper suites): no synthetic fallback
@@ -56,15 +64,10 @@ class DataConfig:
     test_images: int | None = None  # evaluate on the first N test images only (deterministic subset)
     synthetic: SyntheticData = field(default_factory=SyntheticData)
     splits: dict[str, SplitNames] = field(default_factory=dict)  # format -> split names
-
-
-@dataclass(frozen=True)
-class PruningRecipe:
-    """Network slimming for ``mfssd300_pruned``: its iterations split into sparse training and fine-tuning."""
-
-    sparsity: float = 1e-4  # L1 penalty on BN scale factors during sparse training
-    target_params: int | None = None  # None: Table I's reduction (33.71M -> 22.79M) for any class count
-    finetune_fraction: float = 0.5  # share of the model's iterations (or time cap) spent fine-tuning
+    train_images: int | None = None  # the training split's documented size: --plan before the data is read
+    # target class -> the source classes it merges (KITTI's 8 types into DF-SSD's 3); empty: no merge
+    class_map: dict[str, list[str]] = field(default_factory=dict)
+    strict: bool = False  # quality problems (bench.data.health) are errors, as with --strict
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,14 @@ class Recipe:
     weight_decay: float = 5e-4
     warmup_iterations: int = 500
     warmup_factor: float = 1 / 3
-    schedule: Literal["step", "cosine"] = "step"
+    schedule: Literal["step", "cosine", "linear"] = "step"  # linear: ultralytics' per-epoch lf
     milestones: list[float] = field(default_factory=lambda: [2 / 3, 5 / 6])  # fractions of the schedule
     gamma: float = 0.1
     min_lr_fraction: float = 0.01  # cosine floor, as a fraction of lr
     input_size: dict[str, int] = field(default_factory=lambda: {"yolov5": 320})  # family -> side
     augment: dict[str, str] = field(default_factory=lambda: {"ssd": "ssd", "yolov5": "yolo"})
+    mosaic: MosaicAugment = field(default_factory=MosaicAugment)  # parameters of the "mosaic" policy
+    ssd_augment: SSDAugment = field(default_factory=SSDAugment)  # parameters of the "ssd" policy
     precision: Literal["fp32", "amp"] = "amp"  # amp applies on CUDA only; CPU always trains in fp32
     seed: int = 0
     grad_clip: float | None = None  # max global gradient norm
@@ -98,6 +103,32 @@ class Recipe:
     checkpoint_every: int = 1000  # iterations (also at every epoch end)
     checkpoint_minutes: float = 10.0
     pruning: PruningRecipe = field(default_factory=PruningRecipe)
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    """Autocast dtype under ``precision = "amp"``: bfloat16 needs no loss scaling (GPUs that support it)."""
+    # The YOLOv5 paper recipe (ultralytics/yolov5 train.py); the defaults leave every other recipe unchanged.
+    nominal_batch: int | None = None
+    """train.py's ``nbs``: gradients of ``accumulate = max(round(nominal_batch / batch_size), 1)`` batches
+    are summed per optimizer step and ``weight_decay`` is scaled by
+    ``batch_size * accumulate / nominal_batch``."""
+    loss_reduction: Literal["mean", "sum"] = "mean"
+    """``"sum"``: the detector's batch-mean loss times the global batch size, as train.py's ``loss * bs``
+    (times ``WORLD_SIZE`` under DDP, i.e. the global batch)."""
+    nesterov: bool = False
+    """SGD with Nesterov momentum (train.py's ``smart_optimizer`` uses it)."""
+    warmup_epochs: float | None = None
+    """train.py's warm-up: ``nw = max(round(warmup_epochs * iterations_per_epoch), 100)`` iterations, lr,
+    momentum and accumulation interpolated with ``np.interp`` (replaces ``warmup_iterations``/``_factor``)."""
+    warmup_bias_lr: float | None = None
+    """During train.py's warm-up the bias group's lr falls from this to ``lr * lf(epoch)`` (others: 0 up)."""
+    warmup_momentum: float | None = None
+    """During train.py's warm-up the momentum rises from this to ``momentum``."""
+    ema_tau: float | None = None
+    """train.py's ``ModelEMA``: decay ``ema_decay * (1 - exp(-updates / ema_tau))``, one update per optimizer
+    step (needs ``ema_decay``)."""
+    autoanchor: bool = True
+    """Fit the model's anchors to the training boxes before training (``Detector.fit_to_training_boxes``:
+    YOLOv5's AutoAnchor, train.py's default; ``false`` is its ``--noautoanchor``); models without anchors to
+    fit ignore it."""
 
     def __post_init__(self) -> None:
         if (self.iterations is None) == (self.epochs is None):
@@ -106,14 +137,25 @@ class Recipe:
             raise ValueError("'batch_size' must be >= 1 and 'lr' > 0")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError("'milestones' are fractions of the schedule in (0, 1)")
+        if self.nominal_batch is not None and self.nominal_batch < 1:
+            raise ValueError("'nominal_batch' must be >= 1")
+        if self.ema_tau is not None and (self.ema_decay is None or self.ema_tau <= 0):
+            raise ValueError("'ema_tau' needs 'ema_decay' and must be > 0")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ValueError("'warmup_epochs' must be >= 0")
 
 
 @dataclass(frozen=True)
-class Override:
-    """Recipe keys replaced for one model, with the paper's reason (shown in the report)."""
+class SlicingProtocol:
+    """Sliced (SAHI-style) inference beside full-image inference on the test split (``bench.slicing``)."""
 
-    reason: str
-    values: dict[str, Any]
+    enabled: bool = False
+    slice_size: int = 512
+    overlap: float = 0.2
+    full_image: bool = True  # also a full-image pass, merged with the tiles (large objects)
+    merge: Literal["nms", "nmm"] = "nms"
+    protocol: str = "aitod"  # the size protocol whose buckets the comparison reports
+    images: int | None = None  # the first N test images only (None: all)
 
 
 @dataclass(frozen=True)
@@ -123,6 +165,22 @@ class EvaluationProtocol:
     max_detections: int = 100
     pre_nms_topk: int = 400
     batch_size: int = 8
+    # Small-object metrics (bench.metrics.small_objects): size-bucket protocols, their maxDets overrides,
+    # bootstrap resamples of the images (0: no intervals; one seed for every model, so pairs compare).
+    size_protocols: list[str] = field(default_factory=lambda: ["coco", "aitod"])
+    max_dets: dict[str, list[int]] = field(default_factory=dict)  # protocol -> maxDets, e.g. aitod = [1500]
+    bootstrap: int = 100
+    slicing: SlicingProtocol = field(default_factory=SlicingProtocol)
+
+    def __post_init__(self) -> None:
+        from bench.metrics.protocols import PROTOCOLS
+
+        for name in [*self.size_protocols, *self.max_dets, *([self.slicing.protocol] if self.slicing.enabled
+                                                               else [])]:
+            if name not in PROTOCOLS:
+                raise ValueError(f"unknown size protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+        if self.bootstrap < 0:
+            raise ValueError("'bootstrap' must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -140,6 +198,33 @@ class SpeedProtocol:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How much each model trains, and what the report says about it.
+
+    ``rule = "schedule"``: the recipe's iterations or epochs, per model after overrides. ``"equal_compute"``:
+    every model gets the same training compute, ``train_flops``, its iterations being ``train_flops`` over its
+    training FLOPs per iteration (3 x forward FLOPs at its input size x images per iteration), at least
+    ``min_iterations`` and at most its recipe's length; ``bench.plan`` computes them before training, from
+    the architecture alone, so they do not depend on the machine or its load.
+    """
+
+    description: str = ""  # one human sentence for the report banner
+    paper_budget: bool = False  # the papers' schedule length (accuracies are comparable with theirs)
+    rule: Literal["schedule", "equal_compute"] = "schedule"
+    train_flops: float | None = None
+    min_iterations: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rule == "equal_compute" and not (self.train_flops and self.train_flops > 0):
+            raise ValueError("rule 'equal_compute' needs 'train_flops' > 0")
+        if self.min_iterations < 1:
+            raise ValueError("'min_iterations' must be >= 1")
+
+
+Protocol = Literal["identical", "paper", "custom"]
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     description: str
@@ -148,21 +233,74 @@ class Suite:
     recipe: Recipe
     evaluation: EvaluationProtocol
     speed: SpeedProtocol
-    budget_description: str  # one human sentence for the report banner
-    paper_budget: bool
-    overrides: dict[str, Override] = field(default_factory=dict)
+    budget: Budget = field(default_factory=Budget)
+    protocol: Protocol = "custom"  # "identical": the fair comparison; "paper": each model as its paper says
+    overrides: Overrides = field(default_factory=Overrides)
+    variants: dict[str, Variant] = field(default_factory=dict)  # [variants.NAME] (bench.suite_variants)
     path: Path | None = None
     sha256: str = ""
+    files: list[str] = field(default_factory=list)  # this suite and its bases, bases first
 
-    def recipe_for(self, model: str) -> Recipe:
-        """The effective recipe of one model: the shared recipe with its override keys replaced."""
-        override = self.overrides.get(model)
-        return self.recipe if override is None else dataclasses.replace(self.recipe, **override.values)
+    @property
+    def budget_description(self) -> str:
+        return self.budget.description
+
+    @property
+    def paper_budget(self) -> bool:
+        return self.budget.paper_budget
+
+    def base_model(self, model: str) -> str:
+        """The registry model behind ``model``: a variant's base, else ``model`` itself."""
+        variant = self.variants.get(model)
+        return model if variant is None else variant.model
+
+    def overrides_for(self, model: str, family: str | None = None) -> list[Override]:
+        """The overrides of ``model`` in the order they apply; a variant's are its base model's, then its own
+        recipe keys, then ``[overrides.VARIANT]``."""
+        return self.overrides.applying_to(model, _family_of(model) if family is None else family,
+                                          base=self.base_model(model))
+
+    def recipe_for(self, model: str, family: str | None = None) -> Recipe:
+        """The effective recipe of one model: the shared recipe with its overrides laid over it in order.
+
+        ``family`` defaults to the registry's (``detectors.model_spec``), looked up only if a family override
+        exists, so loading a suite never imports the models.
+        """
+        if family is None and any(o.kind == "family" for o in self.overrides):
+            family = _family_of(model)
+        layers = self.overrides.applying_to(model, family, base=self.base_model(model))
+        if not layers:
+            return self.recipe
+        merged = as_dict(self.recipe)
+        for layer in layers:
+            merge_into(merged, layer.values)
+            exclusive_schedule_length(merged, layer.values)
+        where = ", ".join(f"overrides.{o.label}" for o in layers)
+        try:
+            return build(Recipe, merged, self.path or Path(self.name), "recipe")
+        except BenchInputError as err:
+            raise BenchInputError(self.path, f"the recipe of {model} ({where}) is invalid: {err.detail}",
+                                  field=err.field) from None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["path"] = None if self.path is None else str(self.path)
+        out["budget_description"], out["paper_budget"] = self.budget.description, self.budget.paper_budget
         return out
+
+
+def _family_of(model: str) -> str | None:
+    from detectors.registry import model_spec
+
+    try:
+        return model_spec(model).family
+    except KeyError:
+        return None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A dataclass as plain nested dicts (the form override layers are merged into)."""
+    return dataclasses.asdict(value)
 
 
 def suite_path(name_or_path: str) -> Path:
@@ -174,115 +312,12 @@ def suite_path(name_or_path: str) -> Path:
 
 
 def bundled_suites() -> list[str]:
+    """The suites in ``bench/suites/`` (``common/`` holds shared fragments, not suites)."""
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
 def load_suite(name_or_path: str) -> Suite:
-    path = suite_path(name_or_path)
-    if not path.is_file():
-        raise BenchInputError(path, f"no such suite; bundled suites: {', '.join(bundled_suites())}")
-    raw_bytes = path.read_bytes()
-    try:
-        raw = tomllib.loads(raw_bytes.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise BenchInputError(path, f"not valid TOML: {err}") from None
-    return parse_suite(raw, path, hashlib.sha256(raw_bytes).hexdigest())
+    """Load, compose and validate a suite (``bench.suite_load``; the loader needs the dataclasses above)."""
+    from bench.suite_load import load
 
-
-def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
-    """Validate a parsed TOML document; every error names ``path`` and the dotted key."""
-    top = dict(raw)
-    known = {"name", "description", "models", "data", "recipe", "evaluation", "speed", "budget", "overrides"}
-    _reject_unknown(top, known, path, "")
-    models = _convert(top.get("models"), list[str], path, "models")
-    if not models:
-        raise BenchInputError(path, "a suite needs at least one model", field="models")
-    budget = _as_table(top.get("budget", {}), path, "budget")
-    _reject_unknown(budget, {"description", "paper_budget"}, path, "budget.")
-    recipe = _build(Recipe, top.get("recipe", {}), path, "recipe")
-    overrides = {name: _override(recipe, name, table, path)
-                 for name, table in _as_table(top.get("overrides", {}), path, "overrides").items()}
-    return Suite(
-        name=_convert(top.get("name", path.stem), str, path, "name"),
-        description=_convert(top.get("description", ""), str, path, "description"),
-        models=models,
-        data=_build(DataConfig, top.get("data", {}), path, "data"),
-        recipe=recipe,
-        evaluation=_build(EvaluationProtocol, top.get("evaluation", {}), path, "evaluation"),
-        speed=_build(SpeedProtocol, top.get("speed", {}), path, "speed"),
-        budget_description=_convert(budget.get("description", ""), str, path, "budget.description"),
-        paper_budget=_convert(budget.get("paper_budget", False), bool, path, "budget.paper_budget"),
-        overrides=overrides,
-        path=path.resolve(),
-        sha256=sha256,
-    )
-
-
-def _override(recipe: Recipe, model: str, table: Any, path: Path) -> Override:
-    key = f"overrides.{model}"
-    values = dict(_as_table(table, path, key))
-    reason = values.pop("reason", None)
-    if not isinstance(reason, str) or not reason.strip():
-        raise BenchInputError(path, "every override needs a non-empty 'reason' (the paper it follows)",
-                              field=f"{key}.reason")
-    # Validate the overridden keys exactly as the shared recipe's, then keep only what was given.
-    merged = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)}
-    merged = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in merged.items()}
-    merged.update(values)
-    effective = _build(Recipe, merged, path, key)
-    return Override(reason, {k: getattr(effective, k) for k in values})
-
-
-def _build(cls: type, value: Any, path: Path, key: str) -> Any:
-    """Instantiate dataclass ``cls`` from a TOML table, converting nested tables and checking types."""
-    table = _as_table(value, path, key)
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    _reject_unknown(table, names, path, f"{key}.")
-    kwargs = {name: _convert(v, hints[name], path, f"{key}.{name}") for name, v in table.items()}
-    try:
-        return cls(**kwargs)
-    except ValueError as err:
-        raise BenchInputError(path, str(err), field=key) from None
-
-
-def _convert(value: Any, hint: Any, path: Path, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path, key)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path, key)
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(map(repr, args))
-            raise BenchInputError(path, f"must be one of {choices}, got {value!r}", field=key)
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise BenchInputError(path, f"must be a list, got {type(value).__name__}", field=key)
-        return [_convert(v, args[0], path, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        return {k: _convert(v, args[1], path, f"{key}.{k}") for k, v in _as_table(value, path, key).items()}
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any:
-        return value
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise BenchInputError(path, f"must be {hint.__name__}, got {value!r}", field=key)
-    return value
-
-
-def _as_table(value: Any, path: Path, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BenchInputError(path, f"must be a table, got {type(value).__name__}", field=key)
-    return value
-
-
-def _reject_unknown(table: dict[str, Any], known: set[str], path: Path, prefix: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise BenchInputError(path, f"unknown key (known: {', '.join(sorted(known))})",
-                              field=f"{prefix}{unknown[0]}")
+    return load(name_or_path)

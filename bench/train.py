@@ -3,118 +3,69 @@
 Exact resumption is a design constraint, not an afterthought:
 - the data order of epoch ``e`` is a pure function of ``(seed, e)`` (``DistributedSampler`` seeded per epoch,
   the loader's augmentation re-seeded by ``set_epoch``), so resuming at iteration ``i`` only needs ``i``;
-- the learning rate is a pure function of (iteration, training seconds), both checkpointed;
+- the schedule (``bench.schedule``) is a pure function of the iteration (never of the clock: a
+  wall-clock cap, ``max_train_seconds``, is only a safety net that stops a stage, reported as such);
 - the DataLoader gets its own generator, so creating an iterator mid-epoch does not advance the global RNG;
-- model, optimizer, scaler, EMA and every RNG state are restored from the checkpoint.
+- model, optimizer, scaler, EMA, gradients accumulated since the last step and every RNG state are restored.
 On CPU with a fixed seed, a run killed at any moment and resumed ends with an uninterrupted run's weights.
+On a GPU the claim does not hold (cuDNN autotuning and atomics make kernels non-deterministic): a resumed GPU
+run continues the same schedule, data order and state, but not bit for bit.
+
+One optimizer step (every ``accumulate`` micro-batches, ultralytics' gradient accumulation): the gradients
+are unscaled once, right after the last backward (a no-op without AMP); then the stage's ``after_backward``
+hook (e.g. the slimming L1 term, which must see true gradients), clipping, the step, and the EMA update.
 """
 
 from __future__ import annotations
 
-import csv
-import math
+import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from bench import checkpoint
-from bench.distributed import DistContext, broadcast_from_main
+from bench.distributed import (
+    DistContext,
+    all_reduce_mean,
+    all_true,
+    broadcast_from_main,
+    from_sync_batchnorm,
+    to_sync_batchnorm,
+)
+from bench.schedule import apply_schedule, build_ema, build_optimizer
+from bench.stages import EpochDataset, Stage, TrainOutcome, epoch_batches, iterations_per_epoch
 from bench.suite import Recipe
-from detectors.base import Detector, Target
+from bench.tblog import NullLogger, TrainingLogger, open_logger
+from bench.train_log import TrainLog
+from detectors.base import Detector, Target, replica_mean
 
-TIMED_BAR = "{l_bar}{bar}| {n:.0f}/{total:.0f} s of training [{elapsed}<{remaining}{postfix}]"
-
-
-class EpochDataset(Protocol):
-    """``bench.data.loader.DetectionTorchDataset``: ``(image, Target, ImageMeta)`` items, seeded per epoch."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> Any: ...
-
-    def set_epoch(self, epoch: int) -> None: ...
+MAX_CONSECUTIVE_SKIPS = 20  # fp16 forward overflows in a row before the model is given up
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf: the model is recorded as failed instead of training on garbage."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One checkpointed training stage (``train``; or ``sparse`` / ``finetune`` for the pruned model)."""
-
-    name: str
-    iterations: int
-    max_seconds: float | None = None  # equal-compute wall-clock cap for this stage
-    after_backward: Callable[[], None] | None = None  # e.g. the slimming L1 penalty on BN scales
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    iterations: int
-    seconds: float
-    stopped_by_time: bool
-
-
-def per_rank_batch(recipe: Recipe, ctx: DistContext) -> int:
-    """``recipe.batch_size`` is the global batch, so results do not depend on the number of processes."""
-    if recipe.batch_size % ctx.world_size:
-        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by world size {ctx.world_size}")
-    return recipe.batch_size // ctx.world_size
-
-
-def iterations_per_epoch(n_images: int, recipe: Recipe, ctx: DistContext) -> int:
-    n = n_images // ctx.world_size // per_rank_batch(recipe, ctx)
-    if n == 0:
-        raise ValueError(f"{n_images} training images are fewer than one batch of {recipe.batch_size}")
-    return n
-
-
-def total_iterations(n_images: int, recipe: Recipe, ctx: DistContext) -> int:
-    if recipe.iterations is not None:
-        return recipe.iterations
-    return int(recipe.epochs or 0) * iterations_per_epoch(n_images, recipe, ctx)
-
-
-def lr_at(recipe: Recipe, iteration: int, progress: float) -> float:
-    """Linear warm-up in iterations, then step or cosine decay over ``progress`` in [0, 1]."""
-    if recipe.schedule == "step":
-        factor = recipe.gamma ** sum(progress >= m for m in recipe.milestones)
-    else:
-        floor = recipe.min_lr_fraction
-        factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    if iteration < recipe.warmup_iterations:
-        alpha = iteration / recipe.warmup_iterations
-        factor *= recipe.warmup_factor * (1 - alpha) + alpha
-    return recipe.lr * factor
-
-
 def uses_amp(recipe: Recipe, device: torch.device) -> bool:
-    """fp16 autocast with loss scaling on CUDA only: on CPU it brings no speed-up, so CPU runs stay fp32."""
+    """Autocast on CUDA only: on CPU it brings no speed-up, so CPU runs stay fp32."""
     return recipe.precision == "amp" and device.type == "cuda"
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
-    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-
-
-def build_ema(model: nn.Module, recipe: Recipe) -> AveragedModel | None:
-    if recipe.ema_decay is None:
-        return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+def autocast_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+    """float16 (with loss scaling) or bfloat16 (without); bfloat16 only where the GPU supports it."""
+    if recipe.amp_dtype == "bfloat16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"amp_dtype = 'bfloat16' but {torch.cuda.get_device_name(device)} does not "
+                             f"support bfloat16; use 'float16'")
+        return torch.bfloat16
+    return torch.float16
 
 
 class _LossModule(nn.Module):
@@ -128,49 +79,13 @@ class _LossModule(nn.Module):
         return self.detector.loss(images, targets)
 
 
-class TrainLog:
-    """``train_log.csv``: one row per logging interval; rows after a resumed checkpoint are dropped."""
-
-    fixed = ("stage", "epoch", "iteration", "lr", "loss")
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def truncate_after(self, stage: str, iteration: int) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        keep = [r for r in rows if r["stage"] != stage or int(r["iteration"]) <= iteration]
-        if keep:
-            self._write(keep, "w")
-        else:
-            self.path.unlink()
-
-    def append(self, row: dict[str, Any]) -> None:
-        self._write([row], "a")
-
-    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
-        new = mode == "w" or not self.path.exists()
-        if new:
-            extra = sorted(k for k in rows[0] if k not in (*self.fixed, "seconds"))
-            columns = [*self.fixed, *extra, "seconds"]
-        else:
-            with self.path.open(newline="") as fh:
-                columns = next(csv.reader(fh))
-        with self.path.open(mode, newline="") as fh:
-            writer = csv.DictWriter(fh, columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
-
-
 @dataclass
 class Trainer:
     """Owns the optimisation state of one model for one stage and checkpoints it atomically.
 
     A stage that changes the parameter set (fine-tuning after pruning) gets a new ``Trainer``: a fresh
-    optimizer, scaler and EMA, as network slimming prescribes.
+    optimizer, scaler and EMA, as network slimming prescribes. Under multi-GPU DDP the model trains with
+    ``SyncBatchNorm``, converted back to plain BatchNorm when the stage ends.
     """
 
     model: Detector
@@ -180,18 +95,19 @@ class Trainer:
     log: TrainLog
 
     def __post_init__(self) -> None:
-        self.model.to(self.ctx.device)
-        self.amp = uses_amp(self.recipe, self.ctx.device)
+        device = self.ctx.device
+        self.model.to(device)
+        self.amp = uses_amp(self.recipe, device)
+        self.amp_dtype = autocast_dtype(self.recipe, device) if self.amp else torch.float16
         self.window: dict[str, Tensor] = {}  # loss sums since the last log row (checkpointed: exact logs)
         self.window_steps = 0
         self.optimizer = build_optimizer(self.model, self.recipe)
-        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.amp)
-        self.ema = build_ema(self.model, self.recipe)
-        wrapped = _LossModule(self.model)
-        if self.ctx.enabled:
-            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(wrapped, device_ids=ids)
-        self.loss_module: nn.Module = wrapped
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.ema = build_ema(self.model, self.recipe)  # before SyncBN: the EMA copy keeps plain BatchNorm
+        self.last_step = -1  # iteration of the last optimizer step (gradient accumulation)
+        self.optimizer_steps = self.skipped_steps = self.consecutive_skips = 0
+        self.sync_batchnorm = self.ctx.enabled and device.type == "cuda"
+        self.live: TrainingLogger = NullLogger()  # TensorBoard (and W&B / MLflow) while a stage trains
 
     @property
     def eval_model(self) -> Detector:
@@ -199,24 +115,43 @@ class Trainer:
         return self.model if self.ema is None else self.ema.module
 
     def state_dict(self, stage: str, iteration: int, seconds: float, done: bool) -> dict[str, Any]:
+        pending = iteration - 1 - self.last_step > 0  # micro-batches accumulated since the last step
         return {
             "stage": stage, "iteration": iteration, "seconds": seconds, "stage_done": done,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "ema": None if self.ema is None else self.ema.state_dict(),
-            # The schedule is lr_at(iteration, progress): its whole state is the iteration and the seconds.
+            # The schedule is a function of (iteration, progress): its state is the iteration and seconds.
             "scheduler": {"iteration": iteration, "seconds": seconds},
+            "steps": {"last_step": self.last_step, "optimizer_steps": self.optimizer_steps,
+                      "skipped_steps": self.skipped_steps},
+            "pending_grads": [p.grad for p in self.model.parameters()] if pending else None,
             "log_window": {"sums": dict(self.window), "steps": self.window_steps},
             "rng": checkpoint.rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint read onto the CPU (``checkpoint.load``); tensors move to the model's device.
+        """
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        # else: a checkpoint of an fp32 (CPU) run resumed with AMP: the scaler starts fresh.
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
+        steps = state.get("steps") or {}
+        self.last_step = int(steps.get("last_step", int(state["iteration"]) - 1))
+        self.optimizer_steps = int(steps.get("optimizer_steps", 0))
+        self.skipped_steps = int(steps.get("skipped_steps", 0))
+        if state.get("pending_grads") is not None:
+            for param, grad in zip(self.model.parameters(), state["pending_grads"], strict=True):
+                param.grad = None if grad is None else grad.to(param.device)
         self.window, self.window_steps = dict(state["log_window"]["sums"]), state["log_window"]["steps"]
         checkpoint.set_rng_state(state["rng"])
+
+    def outcome(self, iteration: int, seconds: float, stopped_by_time: bool, stage: Stage) -> TrainOutcome:
+        return TrainOutcome(iteration, seconds, stopped_by_time, stage.iterations, self.optimizer_steps,
+                            self.skipped_steps)
 
     def save(self, stage: str, iteration: int, seconds: float, done: bool = False) -> None:
         if self.ctx.is_main:
@@ -225,47 +160,66 @@ class Trainer:
     def train(self, dataset: EpochDataset, collate: Callable[[list[Any]], Any], stage: Stage,
               resume: dict[str, Any] | None = None) -> TrainOutcome:
         """Run ``stage`` (from ``resume``, a checkpoint of this stage, when given) and checkpoint it."""
-        recipe, ctx = self.recipe, self.ctx
         iteration, seconds = 0, 0.0
         if resume is not None:
             self.load_state_dict(resume)
             iteration, seconds = int(resume["iteration"]), float(resume["seconds"])
-        if ctx.is_main:
+        if self.ctx.is_main:
             self.log.truncate_after(stage.name, iteration)
+        self.live = open_logger(self.checkpoint_path.parent, stage.name, batch_size=self.recipe.batch_size,
+                                start_step=iteration, start_seconds=seconds,
+                                config=dataclasses.asdict(self.recipe), enabled=self.ctx.is_main)
+        originals = to_sync_batchnorm(self.model) if self.sync_batchnorm else {}
+        reduce = (lambda value: all_reduce_mean(value, self.ctx)) if self.ctx.enabled else None
+        try:
+            with replica_mean(reduce):
+                return self._loop(dataset, collate, stage, iteration, seconds)
+        finally:
+            from_sync_batchnorm(self.model, originals)
+            self.live.close()
+            self.live = NullLogger()
+
+    def _loop(self, dataset: EpochDataset, collate: Callable[[list[Any]], Any], stage: Stage, iteration: int,
+              seconds: float) -> TrainOutcome:
+        recipe, ctx = self.recipe, self.ctx
+        loss_module: nn.Module = _LossModule(self.model)
+        if ctx.enabled:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            loss_module = DistributedDataParallel(loss_module, device_ids=ids)
         per_epoch = iterations_per_epoch(len(dataset), recipe, ctx)
+        epochs = stage.iterations / per_epoch
         self.model.train()
         last_save = time.monotonic()
-        # Under a time cap the bar counts training seconds, so its ETA is the real one.
-        timed = bool(stage.max_seconds)
-        bar = tqdm(total=stage.max_seconds if timed else stage.iterations,
-                   initial=seconds if timed else iteration, desc=f"{self.model.name} [{stage.name}]",
-                   unit="s" if timed else "it", disable=not ctx.is_main, dynamic_ncols=True,
-                   bar_format=TIMED_BAR if timed else None)
+        capped = bool(stage.max_seconds)  # the wall-clock safety net; the budget is stage.iterations
+        bar = tqdm(total=stage.iterations, initial=iteration, desc=f"{self.model.name} [{stage.name}]",
+                   unit="it", disable=not ctx.is_main, dynamic_ncols=True)
         stopped_by_time = False
         start_iteration, start_seconds = iteration, seconds
         while iteration < stage.iterations and not stopped_by_time:
             epoch = iteration // per_epoch
-            for images, targets in self._epoch_batches(dataset, collate, epoch, iteration % per_epoch):
-                started = time.perf_counter()
+            if iteration % per_epoch == 0:  # as ultralytics: an accumulation unfinished at epoch end is lost
+                self.optimizer.zero_grad(set_to_none=True)
+            for images, targets in epoch_batches(dataset, collate, recipe, ctx, epoch, iteration % per_epoch):
+                started = self._clock()
+                # The schedule follows iterations only, never the clock: the same command trains the same
+                # weights on an idle and on a loaded machine (only a triggered safety net cuts it short).
                 progress = iteration / stage.iterations
-                if stage.max_seconds:
-                    progress = max(progress, seconds / stage.max_seconds)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr_at(recipe, iteration, progress)
-                losses = self._step(images, targets, stage, iteration)
-                for key, value in losses.items():
+                accumulate = apply_schedule(self.optimizer, recipe, iteration, progress, epochs, per_epoch)
+                losses = self._step(loss_module, images, targets, stage, iteration, accumulate)
+                for key, value in (losses or {}).items():
                     self.window[key] = self.window.get(key, 0) + value.detach()
-                self.window_steps += 1
+                self.window_steps += losses is not None
                 iteration += 1
-                step_seconds = self._synchronised_seconds(time.perf_counter() - started, stage)
+                step_seconds = self._synchronised_seconds(self._clock() - started, stage)
                 seconds += step_seconds
-                bar.update(min(step_seconds, bar.total - bar.n) if timed else 1)
-                if iteration % recipe.log_every == 0 or iteration == stage.iterations:
+                bar.update(1)
+                if self.window_steps and (iteration % recipe.log_every == 0 or iteration == stage.iterations):
                     self._log_window(stage.name, iteration, per_epoch, seconds, bar)
                 # Stop when the next step would end past the cap (at the mean step time), so no model
                 # overshoots it by one of its steps: a 15 s step of a 512 model would otherwise be free.
                 mean_step = (seconds - start_seconds) / (iteration - start_iteration)
-                stopped_by_time = timed and seconds + mean_step > stage.max_seconds
+                stopped_by_time = capped and iteration < stage.iterations and \
+                    seconds + mean_step > stage.max_seconds
                 finished = iteration >= stage.iterations or stopped_by_time
                 due = (iteration % recipe.checkpoint_every == 0 or iteration % per_epoch == 0
                        or time.monotonic() - last_save >= 60 * recipe.checkpoint_minutes)
@@ -277,48 +231,53 @@ class Trainer:
                 if finished:
                     break
         bar.close()
-        return TrainOutcome(iteration, seconds, stopped_by_time)
+        return self.outcome(iteration, seconds, stopped_by_time, stage)
 
-    def _epoch_batches(self, dataset: EpochDataset, collate: Callable[[list[Any]], Any], epoch: int,
-                       skip: int) -> Iterator[tuple[Tensor, list[Target]]]:
-        """Batches of ``epoch`` from batch ``skip`` on; the order depends only on (seed, epoch)."""
-        ctx, recipe = self.ctx, self.recipe
-        batch = per_rank_batch(recipe, ctx)
-        dataset.set_epoch(epoch)
-        sampler = DistributedSampler(range(len(dataset)), num_replicas=ctx.world_size, rank=ctx.rank,
-                                     shuffle=True, seed=recipe.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        batches = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)][skip:]
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=recipe.workers,
-                            generator=torch.Generator().manual_seed(recipe.seed * 100_003 + epoch),
-                            pin_memory=ctx.device.type == "cuda")
-        device = ctx.device
-        for images, targets, _metas in loader:
-            yield images.to(device, non_blocking=True), [t.to(device) for t in targets]
+    def _step(self, loss_module: nn.Module, images: Tensor, targets: list[Target], stage: Stage,
+              iteration: int, accumulate: int) -> dict[str, Tensor] | None:
+        """Forward and backward of one micro-batch, and the optimizer step when it completes an accumulation.
 
-    def _step(self, images: Tensor, targets: list[Target], stage: Stage, iteration: int) -> dict[str, Tensor]:
-        with torch.autocast(self.ctx.device.type, dtype=torch.float16, enabled=self.amp):
-            losses = self.loss_module(images, targets)
+        Returns the losses, or ``None`` for an fp16 micro-batch skipped because its loss overflowed.
+        """
+        with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            losses = loss_module(images, targets)
         loss = losses["loss"]
-        if not torch.isfinite(loss):
+        if self.recipe.loss_reduction == "sum":  # ultralytics: loss * batch size (* WORLD_SIZE under DDP)
+            loss = loss * self.recipe.batch_size
+        finite = torch.isfinite(loss)
+        if not all_true(finite, self.ctx):  # every rank decides the same
+            if self.scaler.is_enabled() and self.consecutive_skips < MAX_CONSECUTIVE_SKIPS:
+                self.skipped_steps += 1  # an fp16 overflow in the forward: skip this micro-batch
+                self.consecutive_skips += 1
+                return None
             values = {k: float(v.detach()) for k, v in losses.items()}
-            raise NonFiniteLossError(f"non-finite loss at iteration {iteration} ({stage.name}): {values}")
+            where = f": {values}" if not finite else " on another rank"
+            raise NonFiniteLossError(f"non-finite loss at iteration {iteration} ({stage.name}){where}")
+        self.consecutive_skips = 0
         self.scaler.scale(loss).backward()
-        if stage.after_backward is not None:
-            stage.after_backward()
-        if self.recipe.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
+        if iteration - self.last_step >= accumulate:
+            self.scaler.unscale_(self.optimizer)  # once, before anything reads the gradients
+            if stage.after_backward is not None:
+                stage.after_backward()
+            if self.recipe.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.last_step = iteration
+            self.optimizer_steps += 1
         return losses
 
+    def _clock(self) -> float:
+        """``perf_counter`` after the device's queued work has finished (CUDA runs asynchronously)."""
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize(self.ctx.device)
+        return time.perf_counter()
+
     def _synchronised_seconds(self, elapsed: float, stage: Stage) -> float:
-        """Rank 0's step time on every rank, so a time cap and a time-based schedule agree across ranks."""
+        """Rank 0's step time on every rank, so every rank stops at the same step if the cap triggers."""
         if not (self.ctx.enabled and stage.max_seconds):
             return elapsed
         return float(broadcast_from_main(elapsed, self.ctx))
@@ -331,9 +290,4 @@ class Trainer:
         if self.ctx.is_main:
             self.log.append({"stage": stage, "epoch": (iteration - 1) // per_epoch, "iteration": iteration,
                              "lr": lr, **means, "seconds": round(seconds, 3)})
-
-
-def stage_iterations(total: int, fractions: Sequence[float]) -> list[int]:
-    """Split ``total`` iterations between consecutive stages (at least one each)."""
-    counts = [max(1, round(total * f)) for f in fractions[:-1]]
-    return [*counts, max(1, total - sum(counts))]
+            self.live.log_train(iteration, {"lr": lr, **means}, seconds=seconds)

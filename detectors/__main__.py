@@ -2,7 +2,8 @@
 
 Models are built on the meta device where their constructor allows it, so no weights are materialised and
 even the 100M-parameter models list instantly; a constructor that needs real values (ultralytics runs a
-forward pass to find its strides) is built on CPU instead.
+forward pass to find its strides) is built on CPU instead. A model whose training plan changes its
+architecture (MFSSD-Pruned) is listed with the architecture the plan ends in (``build_preview``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from detectors.base import Detector
 from detectors.complexity import count_flops, count_params
-from detectors.registry import build_model, model_names
+from detectors.registry import build_preview, model_names
 
 COLUMNS = ("name", "family", "input_size", "params", "priors", "gflops")
 
@@ -27,9 +28,9 @@ COLUMNS = ("name", "family", "input_size", "params", "priors", "gflops")
 def _build_for_listing(name: str, num_classes: int) -> Detector:
     try:
         with torch.device("meta"):
-            return build_model(name, num_classes)
+            return build_preview(name, num_classes)
     except Exception:  # constructor needs real tensors; the CPU build below raises any genuine error
-        return build_model(name, num_classes)
+        return build_preview(name, num_classes)
 
 
 def describe(name: str, num_classes: int, with_flops: bool = True) -> dict[str, Any]:

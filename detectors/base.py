@@ -9,11 +9,17 @@ batch serves every model of a family and exported/fused models stay self-contain
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+# Every BatchNorm flavour (1d/2d/3d, SyncBatchNorm, lazy ones): the one definition the package uses.
+BATCH_NORMS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,13 @@ class Target:
     boxes: Tensor  # (M, 4) float
     labels: Tensor  # (M,) int64 in [0, num_classes)
 
-    def to(self, device: torch.device | str) -> Target:
-        return Target(self.boxes.to(device), self.labels.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Target:
+        return Target(self.boxes.to(device, non_blocking=non_blocking),
+                      self.labels.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Target:
+        """Called by ``DataLoader(pin_memory=True)``, so targets too are copied with ``non_blocking=True``."""
+        return Target(self.boxes.pin_memory(), self.labels.pin_memory())
 
 
 @dataclass
@@ -94,6 +105,34 @@ class ModelInfo:
     notes: list[str] = field(default_factory=list)  # design choices where the paper is ambiguous
 
 
+_replica_mean: Callable[[Tensor], Tensor] | None = None  # installed by the trainer under DDP
+
+
+def mean_over_replicas(value: Tensor) -> Tensor:
+    """The mean of ``value`` over the data-parallel processes; ``value`` itself in a single process.
+
+    For loss normalisers (the number of positives, a target-score sum): a loss that divides its rank-local sum
+    by ``mean_over_replicas(count)`` gives, after DDP's gradient average, the gradient of sum(L) / sum(N) over
+    the global batch, as in one process, instead of the mean of the ranks' L_r / N_r (mmdet's
+    ``reduce_mean``).
+    The result carries no gradient. Every rank must call it the same number of times per step.
+    """
+    if _replica_mean is None:
+        return value.detach()
+    return _replica_mean(value.detach())
+
+
+@contextmanager
+def replica_mean(reduce: Callable[[Tensor], Tensor] | None) -> Iterator[None]:
+    """Install ``reduce`` (an all-reduce mean) as ``mean_over_replicas`` while a training stage runs."""
+    global _replica_mean
+    previous, _replica_mean = _replica_mean, reduce
+    try:
+        yield
+    finally:
+        _replica_mean = previous
+
+
 class Detector(nn.Module, ABC):
     """Base class of every adapter.
 
@@ -104,6 +143,9 @@ class Detector(nn.Module, ABC):
     name: str = "detector"
     family: str = "unknown"
     paper: str = ""
+    # Buffers (by attribute name, e.g. "priors") that stay fp32 when the speed harness times the model in
+    # half precision (``bench.speed``): box decoding and normalisation constants lose too much in fp16.
+    fp32_buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, num_classes: int, input_size: int, postprocess: PostprocessConfig | None = None):
         super().__init__()
@@ -127,10 +169,29 @@ class Detector(nn.Module, ABC):
     def num_priors(self) -> int | None:
         return None
 
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: one group of every trainable parameter by default.
+
+        An adapter that follows a recipe with per-group settings overrides it (YOLOv5: ultralytics' three
+        groups, BatchNorm weights and biases without decay). A group whose ``"kind"`` is ``"bias"`` gets the
+        recipe's ``warmup_bias_lr`` during warm-up (``bench.schedule``).
+        """
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay,
+                 "kind": "all"}]
+
     @property
     def notes(self) -> list[str]:
         """Choices made where the paper is ambiguous, shown beside the model in reports."""
         return []
+
+    def fit_to_training_boxes(self, boxes: Sequence[np.ndarray], image_sizes: Sequence[tuple[int, int]], *,
+                              seed: int = 0) -> dict[str, Any] | None:
+        """Adapt data-dependent priors to the training set once, before training (never on resume: what it
+        sets must live in the state dict). ``boxes``: each training image's non-crowd xyxy boxes in original
+        pixels; ``image_sizes``: its ``(height, width)``. Returns what was found and done (the runner writes
+        it to ``autoanchor.json``), or ``None`` when the model has nothing to fit (the default).
+        YOLOv5's anchor-based adapter runs v5's AutoAnchor here."""
+        return None
 
     def info(self) -> ModelInfo:
         from detectors.complexity import count_params  # late: complexity imports thop

@@ -20,6 +20,12 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from detectors.base import BATCH_NORMS
+
+__all__ = ["BATCH_NORMS", "FLOPS_DEFINITION", "count_flops", "count_params", "fuse_conv_bn"]
+
+FLOPS_DEFINITION = ("2 x multiply-accumulates of one (1, 3, S, S) forward, conv+BN fused, counted by thop")
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameter elements (BatchNorm: gamma and beta only; buffers never count)."""

@@ -6,22 +6,26 @@ so every per-model file is optional: what is absent is recorded as absent, never
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+# Light modules (no torch): the one definition of the VOC class list and of pycocotools' summary keys.
+from bench.data.voc import VOC_CLASSES
 from bench.errors import BenchInputError
-from reports.papers import COCO_METRICS, DFSSD_SMALL_CLASSES, VOC_CLASSES, ModelFacts, RunFacts
+from bench.io import read_json as _read_json
+from bench.metrics.coco import SUMMARY_KEYS as COCO_METRICS
+from reports.papers import DFSSD_SMALL_CLASSES, KITTI_VAL, TT100K_TEST, ModelFacts, RunFacts
 
-# The zoo's model names (detectors.registry); listed here so the report needs no model code.
-ZOO = ("ssd300", "ssd512", "fssd300", "mfssd300", "mfssd300_bn", "mfssd300_pruned", "mdssd300", "mdssd512",
-       "dfssd300", "dfssd512", "yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
 VOC07_TEST_IMAGES = 4952
 COCO_VAL2017_IMAGES = 5000
 COCO_TEST_DEV_IMAGES = 20288
+KITTI_VAL_IMAGES = 3769  # the common 3,712/3,769 split of KITTI's 7,481 labelled training images
+KITTI_MERGED_CLASSES = ("pedestrian", "motor_vehicle", "other")  # DF-SSD's merge (bench/suites/kitti.toml)
+TT100K_TEST_IMAGES = 3071
+TT100K_CLASSES = 45  # Zhu et al.'s classes with at least 100 training instances
 
 
 @dataclass
@@ -40,10 +44,16 @@ class ModelRun:
     speed: dict[str, Any] | None = None
     complexity: dict[str, Any] | None = None
     train_log: pd.DataFrame | None = None
+    training: list[dict[str, Any]] = field(default_factory=list)  # per stage: iterations actually trained
 
     @property
     def params(self) -> int | None:
         return (self.complexity or {}).get("params", self.info.get("params"))
+
+    @property
+    def trained_iterations(self) -> int | None:
+        """Iterations trained over all of the model's stages (``None`` before any stage finished)."""
+        return sum(int(s["iterations"]) for s in self.training) if self.training else None
 
     def speed_result(self, protocol: str, precision: str = "fp32") -> dict[str, Any] | None:
         """The first timing of ``protocol`` at ``precision`` (the runner writes one per pair)."""
@@ -65,25 +75,50 @@ class Run:
     def classes(self) -> list[str]:
         return list(self.manifest.get("data", {}).get("classes") or [])
 
+    @property
+    def zoo(self) -> list[dict[str, Any]]:
+        """Every registered model at run time (``manifest.zoo``: name, family, input size), registry order.
+
+        Runs written before the manifest carried it know only their own models."""
+        return list(self.manifest.get("zoo") or [{"name": name} for name in self.models])
+
 
 def read_json(path: Path) -> Any:
+    """``bench.io.read_json`` with the report's wording."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BenchInputError(path, f"unreadable JSON: {err}") from err
+        return _read_json(path)
+    except BenchInputError as err:
+        raise BenchInputError(path, f"unreadable JSON: {err.detail}") from None
 
 
 def _optional_json(path: Path) -> Any:
     return read_json(path) if path.is_file() else None
 
 
+# Columns the report reads from each per-model CSV (bench.metrics.result's PR/ROC columns, the train log's).
+CSV_COLUMNS = {"pr_curves.csv": ("class", "iou", "recall", "precision", "score"),
+               "roc_curves.csv": ("class", "fppi", "miss_rate"),
+               "train_log.csv": ("stage", "iteration", "loss")}
+
+
 def _optional_csv(path: Path) -> pd.DataFrame | None:
+    """The CSV at ``path`` (``None`` when absent); unreadable files and missing columns are named errors."""
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path, encoding="utf-8")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise BenchInputError(path, f"unreadable CSV: {err}") from err
+        detail = " ".join(str(err).split())  # one line, whatever the parser said
+        raise BenchInputError(path, f"unreadable CSV: {detail}") from None
+    for column in CSV_COLUMNS.get(path.name, ()):
+        if column not in frame.columns:
+            raise BenchInputError(path, f"missing column (columns: {', '.join(map(str, frame.columns))})",
+                                  field=column)
+    return frame
+
+
+MANIFEST_OBJECTS = ("suite", "data", "budget", "device", "git", "versions", "data_health")
+MANIFEST_OPTIONAL = frozenset({"git", "versions", "data_health"})  # may be null (e.g. no git checkout)
 
 
 def suite_models(manifest: dict[str, Any]) -> list[str]:
@@ -116,6 +151,7 @@ def _load_model(directory: Path, name: str) -> ModelRun:
         speed=_optional_json(directory / "speed.json"),
         complexity=_optional_json(directory / "complexity.json"),
         train_log=_optional_csv(directory / "train_log.csv"),
+        training=list(status.get("training") or []),
     )
 
 
@@ -127,7 +163,13 @@ def load_run(root: Path) -> Run:
         raise BenchInputError(root, "not a run directory: manifest.json is missing")
     manifest = read_json(manifest_path)
     if not isinstance(manifest, dict):
-        raise BenchInputError(manifest_path, "the manifest must be a JSON object")
+        raise BenchInputError(manifest_path, f"must be a JSON object, got {type(manifest).__name__}",
+                              field="(top level)")
+    for key in MANIFEST_OBJECTS:
+        if key in manifest and not isinstance(manifest[key], dict) and not (
+                manifest[key] is None and key in MANIFEST_OPTIONAL):
+            raise BenchInputError(manifest_path, f"must be an object, got {type(manifest[key]).__name__}",
+                                  field=key)
     models_dir = root / "models"
     extra = sorted(p.name for p in models_dir.iterdir() if p.is_dir()) if models_dir.is_dir() else []
     names = list(dict.fromkeys([*suite_models(manifest), *extra]))
@@ -137,16 +179,24 @@ def load_run(root: Path) -> Run:
     return Run(root, manifest, models, train_gt, test_gt)
 
 
-def test_data_identity(manifest: dict[str, Any]) -> str:
-    """Name the run's test split in the paper registry's vocabulary ("VOC2007 test", "COCO val2017"...)."""
+def identify_test_set(manifest: dict[str, Any]) -> str:
+    """Name the run's test split in the paper registry's vocabulary ("VOC2007 test", "COCO val2017"...).
+
+    Identified by format, classes and image count only (the names a user gives a folder prove nothing); the
+    paper registry's ``COMPARABLE_TEST_SETS`` then says which papers' test sets each identity stands for."""
     data = manifest.get("data", {})
     name = str(data.get("name") or "unnamed data set")
     if data.get("synthetic"):
         return f"synthetic data ({name})"
     classes = list(data.get("classes") or [])
     n_test = (data.get("splits") or {}).get("test")
+    fmt = data.get("format")
     if sorted(classes) == sorted(VOC_CLASSES) and n_test == VOC07_TEST_IMAGES:
         return "VOC2007 test"
+    if fmt == "kitti" and classes == list(KITTI_MERGED_CLASSES) and n_test == KITTI_VAL_IMAGES:
+        return KITTI_VAL
+    if fmt == "tt100k" and len(classes) == TT100K_CLASSES and n_test == TT100K_TEST_IMAGES:
+        return TT100K_TEST
     if len(classes) == 80 and n_test == COCO_VAL2017_IMAGES:
         return "COCO val2017"
     if len(classes) == 80 and n_test == COCO_TEST_DEV_IMAGES:
@@ -161,12 +211,12 @@ def run_facts(run: Run) -> RunFacts:
                          num_classes=m.info.get("num_classes"), error=m.error)
         for name, m in run.models.items()
     }
-    return RunFacts(test_data=test_data_identity(run.manifest),
+    return RunFacts(test_data=identify_test_set(run.manifest),
                     synthetic=bool(run.manifest.get("data", {}).get("synthetic")),
                     paper_budget=bool(budget.get("paper_budget")),
                     budget_description=str(budget.get("description") or ""),
                     device_name=str(run.manifest.get("device", {}).get("name") or ""),
-                    models=models, zoo=frozenset(ZOO) | frozenset(run.models))
+                    models=models, zoo=frozenset(e["name"] for e in run.zoo) | frozenset(run.models))
 
 
 def _percent(value: Any) -> float | None:
@@ -176,9 +226,15 @@ def _percent(value: Any) -> float | None:
 def measured_numbers(run: Run) -> pd.DataFrame:
     """The run's numbers in the paper registry's vocabulary: columns model, metric, class, value."""
     rows: list[tuple[str, str, str, float | None]] = []
+    fmt = run.manifest.get("data", {}).get("format")
     for name, model in run.models.items():
         metrics = model.metrics or {}
-        rows.append((name, "voc07_map_11pt", "", _percent((metrics.get("voc") or {}).get("mAP_11pt"))))
+        voc_map = _percent((metrics.get("voc") or {}).get("mAP_11pt"))
+        rows.append((name, "voc07_map_11pt", "", voc_map))
+        if fmt == "tt100k":  # MDSSD's TT100K mAP: the devkit's, over the 45 classes the run evaluates
+            rows.append((name, "tt100k_map", "", voc_map))
+        table3 = ((metrics.get("kitti") or {}).get("table3") or {}).get("mAP_11pt")
+        rows.append((name, "kitti_map", "", _percent(table3)))  # DF-SSD Table 3: DontCare as ignore regions
         rows += [(name, f"coco_{k}", "", _percent((metrics.get("coco") or {}).get(k))) for k in COCO_METRICS]
         per_class = {c["class"]: _percent(c.get("voc_ap_11pt")) for c in metrics.get("per_class", [])}
         rows += [(name, "voc07_ap_11pt", cls, ap) for cls, ap in per_class.items()]
@@ -193,8 +249,8 @@ def measured_numbers(run: Run) -> pd.DataFrame:
         timing = model.speed_result("model")
         if timing and timing.get("batch", 1) == 1:
             rows.append((name, "fps", "", float(timing["fps"])))
-    pruned, unpruned = run.models.get("mfssd300_pruned"), run.models.get("mfssd300_bn")
-    if pruned and unpruned and pruned.params and unpruned.params:
-        rows.append(("mfssd300_pruned", "params_kept", "", 100.0 * pruned.params / unpruned.params))
+        start = (model.info.get("plan") or {}).get("params_at_start")
+        if model.params and start and start != model.params:  # a plan that prunes: share of the start's size
+            rows.append((name, "params_kept", "", 100.0 * model.params / start))
     frame = pd.DataFrame(rows, columns=["model", "metric", "class", "value"])
     return frame.dropna(subset=["value"]).reset_index(drop=True)

@@ -23,7 +23,7 @@ def fmt(value: Any, unit: str = "%") -> str:
         return MISSING
     if unit == "count":
         return f"{value:,.0f}"
-    if unit == "MB":
+    if unit in ("MB", "ratio"):
         return f"{value:.2f}"
     return f"{value:.1f}"
 
@@ -33,7 +33,7 @@ def fmt_delta(value: Any, unit: str) -> str:
         return MISSING
     if unit == "count":
         return f"{value:+,.0f}"
-    return f"{value:+.2f}" if unit == "MB" else f"{value:+.1f}"
+    return f"{value:+.2f}" if unit in ("MB", "ratio") else f"{value:+.1f}"
 
 
 @dataclass
@@ -82,13 +82,41 @@ def class_statistics(classes: list[str], splits: dict[str, pd.DataFrame]) -> lis
 
 
 @dataclass
-class Cell:
+class Measured:
+    """One run's number for a paper cell: the run is labelled by its protocol (identical, paper...)."""
+
+    label: str
     reproduced: str
-    paper: str
     delta: str
     status: str
     symbol: str
+
+
+@dataclass
+class Cell:
+    paper: str
     flagged: bool
+    runs: list[Measured]
+
+    @property
+    def first(self) -> Measured:
+        return self.runs[0]
+
+    @property
+    def reproduced(self) -> str:
+        return self.first.reproduced
+
+    @property
+    def delta(self) -> str:
+        return self.first.delta
+
+    @property
+    def status(self) -> str:
+        return self.first.status
+
+    @property
+    def symbol(self) -> str:
+        return self.first.symbol
 
 
 @dataclass
@@ -122,10 +150,19 @@ def _row_key(row: dict[str, Any]) -> tuple:
     return row["model"], row["paper_model"], row["input_size"], row["priors"]
 
 
-def paper_tables(comparison: pd.DataFrame) -> list[PaperTable]:
-    """Each paper table in its own layout: one row per printed model row, one column per metric or class."""
+def paper_tables(comparisons: pd.DataFrame | list[tuple[str, pd.DataFrame]]) -> list[PaperTable]:
+    """Each paper table in its own layout: one row per printed model row, one column per metric or class.
+
+    ``comparisons``: one comparison, or several labelled ones (a run per protocol) of the same registry rows
+    in the same order; every cell then carries each run's number beside the paper's.
+    """
+    labelled = [("run", comparisons)] if isinstance(comparisons, pd.DataFrame) else list(comparisons)
+    primary = labelled[0][1]
+    if any(len(frame) != len(primary) for _, frame in labelled):
+        raise ValueError("comparisons of different registry rows cannot share a table")
+    others = [(label, frame.reset_index(drop=True)) for label, frame in labelled]
     tables = []
-    for (seed, table), frame in comparison.groupby(["seed", "table"], sort=False):
+    for (seed, table), frame in primary.reset_index(drop=True).groupby(["seed", "table"], sort=False):
         records = frame.to_dict("records")
         columns = list(dict.fromkeys(_column(r) for r in records))
         row_keys = list(dict.fromkeys(_row_key(r) for r in records))
@@ -133,14 +170,18 @@ def paper_tables(comparison: pd.DataFrame) -> list[PaperTable]:
         reasons: dict[tuple, list[str]] = {key: [] for key in row_keys}
         info: dict[tuple, dict[str, Any]] = {}
         notes: dict[str, list[str]] = {}  # note -> the cells it annotates
-        for r in records:
+        for position, r in zip(frame.index, records, strict=True):
             key = _row_key(r)
             info.setdefault(key, r)
-            cells[key][_column(r)] = Cell(fmt(r["reproduced"], r["unit"]), fmt(r["value"], r["unit"]),
-                                          fmt_delta(r["delta"], r["unit"]), r["status"],
-                                          STATUS_SYMBOLS[r["status"]], bool(r["flagged"]))
-            if r["reason"] not in reasons[key]:
-                reasons[key].append(r["reason"])
+            runs = []
+            for label, other in others:
+                o = other.iloc[position]
+                runs.append(Measured(label, fmt(o["reproduced"], r["unit"]), fmt_delta(o["delta"], r["unit"]),
+                                     o["status"], STATUS_SYMBOLS[o["status"]]))
+                why = o["reason"] if len(others) == 1 else f"{label}: {o['reason']}"
+                if why not in reasons[key]:
+                    reasons[key].append(why)
+            cells[key][_column(r)] = Cell(fmt(r["value"], r["unit"]), bool(r["flagged"]), runs)
             if r["note"]:
                 notes.setdefault(r["note"], []).append(f"{r['paper_model']} {_column(r)}")
         rows = [PaperRow(info[key]["model"], info[key]["paper_model"], info[key]["backbone"],

@@ -18,9 +18,11 @@ import torch.multiprocessing as mp
 
 from bench.datasets import ResolvedData
 from bench.distributed import init_from_env, shutdown
-from bench.run import predict_split
+from bench.scoring import predict_split
+from bench.stages import Stage
 from bench.suite import SplitNames
-from bench.train import Stage, Trainer, TrainLog
+from bench.train import Trainer
+from bench.train_log import TrainLog
 from tests.fake_detector import TinyDetector
 from tests.test_train import RECIPE, AugmentedToySet, collate
 

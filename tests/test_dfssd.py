@@ -9,7 +9,7 @@ import torch
 from test_mfssd import at_half_resolution, check_predictions, targets, train
 
 from detectors.registry import build_model
-from detectors.ssd.necks.dfssd import DFSSDFeatures, dfssd_levels
+from detectors.ssd.necks.dfssd import DFSSDFeatures, EnlargeMapPool, dfssd_levels
 
 
 @pytest.mark.parametrize(("size", "enlarged", "maps"), [
@@ -20,7 +20,7 @@ def test_deconvolution_reaches_the_input_size_and_five_maps_come_out(size, enlar
     with torch.device("meta"):  # shapes only
         features = DFSSDFeatures(size)
         conv4_3 = torch.empty(1, 512, maps[0][1], maps[0][1])
-        assert features.enlarge[0](conv4_3).shape[-2:] == (enlarged, enlarged)
+        assert features.enlarge.deconv(conv4_3).shape[-2:] == (enlarged, enlarged)
         assert features.enlarge(conv4_3).shape[-2:] == conv4_3.shape[-2:]
         outputs = features(torch.empty(1, 3, size, size))
     assert [(f.shape[1], f.shape[2]) for f in outputs] == maps
@@ -67,3 +67,29 @@ def test_dfssd512_trains_and_predicts_at_half_resolution():
     losses = train(model, images, targets(256)[1:], steps=5, lr=2e-4)
     assert losses[-1] < 0.9 * losses[0], losses  # the deconv fusion moves slowly with a frozen random body
     check_predictions(model, images)
+
+
+@pytest.mark.parametrize(("kernel", "padding", "side", "centre"), [(4, 1, 38, 0.5), (8, 0, 64, 3.5)])
+def test_eq3_maps_every_conv4_3_pixel_to_its_deconvolution_window(kernel, padding, side, centre):
+    enlarge = EnlargeMapPool(2, kernel, padding)
+    enlarged = (side - 1) * 8 - 2 * padding + kernel  # Eq. 1: o' = s (i' - 1) + k - 2 p
+    index = enlarge.source_index(side, enlarged, torch.device("cpu"))
+    # Eq. 3: p_i = 8 p_(i+1) + ((t - 1) / 2 - padding); the position nearest each centre maps back to it
+    centres = [round(8 * j + centre - 0.5) for j in range(side)]
+    assert index[centres].tolist() == list(range(side))
+    # Eq. 2's h is the nearest centre: monotone, each pixel owning the 8 positions around its centre
+    assert (index.diff() >= 0).all() and torch.bincount(index).max() <= 8 + 4
+
+
+def test_mapped_conv4_3_features_reach_the_pooled_map():
+    """With the deconvolution zeroed, the output is the pooled Eq. 2 map of conv4_3 itself."""
+    x = torch.randn(1, 3, 5, 5)
+    exact = EnlargeMapPool(3, kernel=8, padding=0)  # 512's settings: each 8x8 cell is one pixel's window
+    shifted = EnlargeMapPool(3, kernel=4, padding=1)  # 300's: a cell also sees its neighbour's 3 last rows
+    for enlarge in (exact, shifted):
+        torch.nn.init.zeros_(enlarge.deconv.weight)
+        torch.nn.init.zeros_(enlarge.deconv.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(exact(x), x.relu())
+        neighbourhood = torch.nn.functional.max_pool2d(torch.nn.functional.pad(x.relu(), (0, 1, 0, 1)), 2, 1)
+        torch.testing.assert_close(shifted(x)[..., :-1, :-1], neighbourhood[..., :-1, :-1])

@@ -96,8 +96,6 @@ def broken_xml_folder(tmp_path: Path) -> Path:
 BAD_DETS = {
     "unknown image": ([{**DETS[0], "image_id": 77}], "[0] field 'image_id'"),
     "unknown class": ([DETS[0], {**DETS[0], "category_id": 9}], "[1] field 'category_id'"),
-    "zero-size box": ([{**DETS[0], "bbox": [1, 1, 0, 5]}], "[0] field 'bbox'"),
-    "negative box": ([{**DETS[0], "bbox": [1, 1, 5, -5]}], "[0] field 'bbox'"),
     "NaN score": ([{**DETS[0], "score": float("nan")}], "[0] field 'score'"),
     "escaping file_name": ([{"file_name": "../../etc/passwd", "category_id": 1, "bbox": [1, 1, 2, 2],
                              "score": 1.0}], "[0] field 'file_name'"),
@@ -154,3 +152,29 @@ def test_evaluator_does_not_import_torch(coco_files: tuple[Path, Path], tmp_path
                            str(tmp_path / "out")], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert np.isfinite(json.loads((tmp_path / "out" / "metrics.json").read_text())["coco"]["AP"])
+
+
+def test_degenerate_detections_score_as_pycocotools(coco_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """Zero and negative box sizes are a data-quality problem pycocotools tolerates (IoU 0): never an
+    error."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt, _ = coco_files
+    dt = tmp_path / "degenerate.json"
+    dt.write_text(json.dumps([DETS[0], DETS[2], {**DETS[0], "bbox": [1, 1, 0, 5], "score": 0.99},
+                              {**DETS[0], "bbox": [1, 1, 5, -5], "score": 0.98}]))
+    assert run_cli("--gt", gt, "--dt", dt, "--out", tmp_path / "out") == 0
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt))
+        ev = COCOeval(coco, coco.loadRes(str(dt)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert [metrics["coco"][k] if metrics["coco"][k] is not None else -1.0 for k in
+            ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")] \
+        == [float(s) for s in ev.stats]

@@ -75,7 +75,7 @@ def test_bad_images_are_named(ds: DetectionDataset, tmp_path: Path) -> None:
     record = ds.records[0]
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (tmp_path / record.file_name).write_bytes(ds.image_path(record).read_bytes())
-    cases = {"missing.png": "cannot decode", "corrupt.png": "cannot decode",
+    cases = {"missing.png": "image not found", "corrupt.png": "cannot decode",
              record.file_name: "annotation says"}  # a good image whose annotated width is one too many
     for file_name, message in cases.items():
         wrong_width = record.width + (file_name == record.file_name)
@@ -100,3 +100,42 @@ def test_image_paths_cannot_escape_the_root(ds: DetectionDataset, tmp_path: Path
 def test_unknown_augmentation_is_refused(ds: DetectionDataset) -> None:
     with pytest.raises(ValueError, match="unknown augmentation"):
         DetectionTorchDataset(ds, SSD, train=True, augment="mosaic")  # type: ignore[arg-type]
+
+
+def test_corrupt_training_images_are_skipped_and_counted_across_workers(ds: DetectionDataset,
+                                                                         tmp_path: Path) -> None:
+    """Training never stops on a corrupt or truncated image: the next decodable image takes its slot and the
+    skip is recorded in shared memory, so a DataLoader worker's skips reach the main process."""
+    good = ds.image_path(ds.records[1]).read_bytes()
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    records = [dataclasses.replace(ds.records[0], file_name="truncated.png"),
+               dataclasses.replace(ds.records[1], file_name="corrupt.png"),
+               dataclasses.replace(ds.records[2], file_name="good.png")]
+    (tmp_path / "good.png").write_bytes(ds.image_path(ds.records[2]).read_bytes())
+    data = DetectionTorchDataset(DetectionDataset(ds.classes, records, tmp_path), SSD, train=True,
+                                 augment="ssd")
+    loader = DataLoader(data, batch_size=3, num_workers=1, collate_fn=collate)
+    images, _, metas = next(iter(loader))
+    assert images.shape[0] == 3  # batch shape kept: the two bad slots hold the good image
+    assert [m.image_id for m in metas] == [records[2].image_id] * 3
+    assert data.skipped() == [0, 1]
+    with pytest.raises(BenchInputError, match="cannot decode"):  # evaluation never skips silently
+        DetectionTorchDataset(DetectionDataset(ds.classes, records, tmp_path), SSD, train=False)[0]
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(BenchInputError, match="image not found"):  # a missing image stays structural
+        DetectionTorchDataset(DetectionDataset(ds.classes, records, tmp_path), SSD, train=True)[2]
+
+
+def test_training_items_never_carry_degenerate_boxes(ds: DetectionDataset) -> None:
+    """A zero-height box, one past the image and one wholly outside: training clips or drops them."""
+    record = ds.records[0]
+    w = record.width
+    boxes = np.array([[5, 5, 20, 5], [w - 10, 2, w + 7, 12], [w + 5, 5, w + 9, 9], [3, 3, 30, 30]], float)
+    broken = dataclasses.replace(record, boxes=boxes, labels=np.zeros(4, np.int64),
+                                 difficult=np.zeros(4, bool), iscrowd=np.zeros(4, bool), area=None,
+                                 entry_ids=np.arange(4))
+    data = DetectionTorchDataset(dataclasses.replace(ds, records=[broken]), SSD, train=True, augment="none")
+    _, target, meta = data[0]
+    back = meta.to_original(target.boxes.double()).numpy()
+    np.testing.assert_allclose(back, [[w - 10, 2, w, 12], [3, 3, 30, 30]], atol=1e-3)

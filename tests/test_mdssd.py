@@ -9,7 +9,7 @@ import torch
 from test_mfssd import at_half_resolution, check_predictions, targets, train
 
 from detectors.registry import build_model
-from detectors.ssd.necks.mdssd import MDSSDFeatures, mdssd_levels
+from detectors.ssd.necks.mdssd import MDSSDFeatures, deconv_plan, mdssd_levels
 
 
 @pytest.mark.parametrize(("size", "maps"), [
@@ -24,9 +24,14 @@ def test_seven_prediction_maps_at_the_native_input(size, maps):
     assert features.out_channels == [c for c, _ in maps]
 
 
-def test_mdssd300_matches_the_spec_parameter_count_and_priors():
-    info = build_model("mdssd300", 20).info()
-    assert (info.params, info.priors) == (76_205_586, 31_232)
+@pytest.mark.parametrize(("name", "num_classes", "params", "priors"), [
+    ("mdssd300", 20, 63_556_114, 31_232), ("mdssd300", 80, 72_129_034, 31_232),
+    ("mdssd512", 20, 61_705_284, 90_096), ("mdssd512", 80, 70_554_804, 90_096),
+])
+def test_parameter_count_and_priors(name, num_classes, params, priors):
+    with torch.device("meta"):
+        info = build_model(name, num_classes).info()
+    assert (info.params, info.priors) == (params, priors)
 
 
 def test_prior_levels_extend_ssd_with_a_finer_level():
@@ -45,9 +50,42 @@ def test_prior_levels_extend_ssd_with_a_finer_level():
 def test_fusion_block_layout():
     block = build_model("mdssd300", 20).features.fusion[0]
     deconvs = [m for m in block.high if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert [(d.out_channels, d.kernel_size[0], d.stride[0]) for d in deconvs] == [(256, 3, 2), (256, 4, 2),
-                                                                                  (256, 3, 2)]
+    assert [(d.out_channels, d.kernel_size[0], d.stride[0], d.padding[0]) for d in deconvs] == [
+        (256, 3, 2, 1), (256, 2, 2, 0), (256, 3, 2, 1)]
     assert block.high[-1].weight[0] == 10 and block.low[-1].weight[0] == 20  # L2Norm scales high/low
+
+
+@pytest.mark.parametrize("name", ["mdssd300", "mdssd512"])
+def test_every_deconvolution_is_2x2_or_3x3_with_256_channels_and_one_conv_after_it(name):
+    with torch.device("meta"):
+        features = build_model(name, 20).features
+    for block, channels in zip(features.fusion, (256, 512, 1024), strict=True):
+        layers = list(block.high)
+        deconvs = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.ConvTranspose2d)]
+        assert len(deconvs) == 3
+        for i in deconvs:
+            deconv, conv = layers[i], layers[i + 1]
+            assert deconv.kernel_size in ((2, 2), (3, 3)) and deconv.out_channels == 256
+            assert deconv.stride == (2, 2) and deconv.output_padding == (0, 0)
+            assert isinstance(conv, torch.nn.Conv2d) and conv.in_channels == 256
+        assert layers[deconvs[-1] + 1].out_channels == channels == block.low[0].out_channels
+
+
+@pytest.mark.parametrize(("source", "target", "plan"), [
+    (10, 75, [(3, 1), (2, 0), (3, 1)]), (5, 38, [(2, 0), (3, 1), (2, 0)]), (3, 19, [(3, 1), (2, 0), (3, 1)]),
+    (16, 128, [(2, 0)] * 3), (4, 32, [(2, 0)] * 3),
+])
+def test_deconvolution_plans_reach_the_shallow_map(source, target, plan):
+    assert deconv_plan(source, target) == plan
+    side = source
+    for kernel, padding in plan:  # out = 2 (in - 1) - 2 padding + kernel
+        side = 2 * (side - 1) - 2 * padding + kernel
+    assert side == target
+
+
+def test_unreachable_deconvolution_plan_is_an_error():
+    with pytest.raises(ValueError, match="cannot take 4 to 75"):
+        deconv_plan(4, 75)
 
 
 def test_mdssd300_trains_and_predicts():

@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import require
 from fixtures_report import HOSTILE_CLASS, make_fake_run
+from selenium import webdriver
 
 from reports.build import main
 
@@ -20,9 +22,8 @@ CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 @pytest.fixture
 def browser(tmp_path: Path):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("headless Chromium not installed (Debian packages chromium and chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
+    require(bool(CHROMIUM and CHROMEDRIVER),
+            "headless Chromium not installed (Debian packages chromium and chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROME_FLAGS:

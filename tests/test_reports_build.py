@@ -8,17 +8,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures_report import FAILED, HOSTILE_CLASS, NEVER_STARTED, make_fake_run
+from fixtures_report import FAILED, HOSTILE_CLASS, NEVER_STARTED, PLAN_PARAMS_AT_20, make_fake_run
 
 from reports.build import main
 from reports.papers import ACCURACY_METRICS, compare, load_registry
 from reports.rundir import load_run, measured_numbers, run_facts
 
-SECTIONS = ["Summary (measured in this run)", "Models", "Paper vs reproduced", "Paper settings", "Accuracy",
-            "Curves", "Confusion matrices", "Speed", "Training", "Data set statistics", "Environment"]
-FIGURES = ["per_class_ap", "ap_by_size", "dfssd_small_classes", "pr_per_class", "pr_yolo_vs_ssd", "roc",
-           "confusion_ssd300", "confusion_yolov5n", "fps", "speed_accuracy", "training", "class_counts",
-           "box_shapes", "labels_correlogram"]
+SECTIONS = ["Reproduced without data", "Learnability and budget", "Summary (measured in this run)", "Models",
+            "Paper vs reproduced", "Paper settings", "Accuracy", "Small objects", "Curves",
+            "Confusion matrices", "Qualitative detections", "Speed", "Training", "Data health",
+            "Data set statistics", "Environment"]
+FIGURES = ["per_class_ap", "ap_by_size", "dfssd_small_classes", "yolo_family", "pr_per_class",
+           "pr_yolo_vs_ssd", "roc", "class_percentages", "confusion_ssd300", "confusion_yolov5n",
+           "qualitative_1", "fps", "speed_accuracy", "training", "class_counts", "box_shapes",
+           "labels_correlogram"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def html(run_dir: Path) -> str:
 def test_sections_in_order(markdown: str, html: str):
     md_headings = re.findall(r"^## (.+)$", markdown, flags=re.M)
     assert md_headings == SECTIONS
-    html_headings = re.findall(r"<h2 id=\"[a-z]+\">(.+?)</h2>", html)
+    html_headings = re.findall(r"<h2[^>]*>(.+?)</h2>", html)
     assert html_headings == SECTIONS
 
 
@@ -84,10 +87,45 @@ def test_paper_table_layout_on_synthetic_run(markdown: str):
     table2 = markdown.split("— Table II")[1].split("###")[0]
     header = next(line for line in table2.splitlines() if line.startswith("| paper row"))
     assert header.count("|") == 4 + 1 + 20 + 1 + 1  # 4 row labels, mAP, 20 classes, reason, closing
-    ssd = next(line for line in table2.splitlines() if line.startswith("| SSD | ssd300 |"))
-    assert "41.0 / 77.7 / -36.7 ≠" in ssd  # run / paper / delta, not comparable
-    assert "data: run evaluated on synthetic data (synthetic-fake), paper on VOC2007 test" in ssd
     assert "MFSSD-B | mfssd300\\_bn | 300 | 11,620 | — / 81.2 / — ∅" in table2  # paper shown, not run
+    assert "| SSD | ssd300\\_11620 | 300 | 11,620 | — / 77.7 /" in table2  # the 11,620-prior retrain
+    voc = markdown.split("— Results on PASCAL VOC2007 (text)")[1].split("###")[0]
+    ssd = next(line for line in voc.splitlines() if line.startswith("| SSD300\\* | ssd300 |"))
+    assert "41.0 / 77.5 / -36.5 ≠" in ssd  # run / paper / delta, not comparable
+    assert "data: run evaluated on synthetic data (synthetic-fake), paper on VOC2007 test" in ssd
+
+
+def test_report_leads_with_architecture_rows_at_the_papers_classes(markdown: str):
+    """Table I at 21 classes whatever the run's 4 classes: the plan's counts at 20 object classes compare,
+    even for a model whose training failed; the run's own 4-class count would not."""
+    lead = markdown.split("## Reproduced without data")[1].split("\n## ")[0]
+    table1 = lead.split("— Table I\n")[1].split("###")[0]
+    mfssd = next(line for line in table1.splitlines() if line.startswith("| MFSSD | mfssd300 |"))
+    count = f"{PLAN_PARAMS_AT_20[FAILED]:,}"
+    assert f"{count} / {count} / +0 ✓" in mfssd and "at the paper's 20 classes" in mfssd
+    table4 = lead.split("— Table IV\n")[1].splitlines()
+    ssd_priors = next(line for line in table4 if line.startswith("| SSD |"))
+    assert "8,732 / 8,732 / +0 ✓" in ssd_priors  # Table IV's prior count, from info.json
+    assert "— Table II\n" not in lead and "— Table III\n" not in lead  # accuracy rows need data
+    assert "| ssd300 | ssd | 300 | 8,732 |" in lead  # the parameter and FLOP table
+
+
+def test_learnability_flags_models_below_their_budget(markdown: str):
+    block = markdown.split("## Learnability and budget")[1].split("\n## ")[0]
+    yolo = next(line for line in block.splitlines() if line.startswith("| yolov5n |"))
+    assert "| 100 | 100 |" in yolo and "below the budget to learn" in yolo and "| 0.0 |" in yolo
+    ssd = next(line for line in block.splitlines() if line.startswith("| ssd300 |"))
+    assert ssd.rstrip().endswith("| learned |")
+    assert f"| {FAILED} |" in block and "failed" in block.split(f"| {FAILED} |")[1].splitlines()[0]
+
+
+def test_overrides_and_settings_come_from_the_plan(markdown: str):
+    models = markdown.split("## Models")[1].split("\n## ")[0]
+    ssd = next(line for line in models.splitlines() if line.startswith("| ssd300 |"))
+    assert "family ssd: fake family reason (lr = 0.02)" in ssd
+    settings = markdown.split("## Paper settings")[1].split("\n## ")[0]
+    assert "| 001 | mfssd300 | lr | 0.4\\* |" in settings  # flagged: a possible reading
+    assert "| 000 | yolov5n | batch\\_size | 128 | 8 |" in settings  # the info.json fallback (no plan value)
 
 
 def test_no_accuracy_number_counts_as_reproduced_on_synthetic_data(run_dir: Path):
@@ -108,6 +146,27 @@ def test_measured_numbers_follow_the_run_files(run_dir: Path):
     bottle = next(c for c in per_class if c["class"] == "bottle")
     assert measured[("ssd300", "voc07_ap_11pt", "bottle")] == pytest.approx(100 * bottle["voc_ap_11pt"])
     assert ("mfssd300", "voc07_map_11pt", "") not in measured.index  # failed: nothing invented
+
+
+def test_both_protocols_stand_beside_the_paper(tmp_path: Path):
+    """A paper-protocol run given with --compare: every cell shows paper, identical and paper protocol."""
+    identical = make_fake_run(tmp_path / "identical", seed=0)
+    paper = make_fake_run(tmp_path / "paper", seed=1, protocol="paper")
+    metrics = json.loads((paper / "models" / "ssd300" / "metrics.json").read_text())
+    metrics["voc"]["mAP_11pt"] = 0.70
+    (paper / "models" / "ssd300" / "metrics.json").write_text(json.dumps(metrics))
+    assert main([str(paper), "--compare", str(identical)]) == 0  # the order given does not matter
+    markdown = (paper / "report.md").read_text(encoding="utf-8")
+    protocols = "**identical** (suite fake\\_suite, run identical); **paper protocol** (suite fake\\_suite"
+    assert protocols in markdown
+    voc = markdown.split("— Results on PASCAL VOC2007 (text)")[1].split("###")[0]
+    ssd = next(line for line in voc.splitlines() if line.startswith("| SSD300\\* | ssd300 |"))
+    assert "paper 77.5 · identical 41.0 (-36.5) ≠ · paper protocol 70.0 (-7.5) ≠" in ssd
+    assert "identical: data: run evaluated on synthetic data" in ssd
+    ratios = markdown.split("— Table IV: FPS ratios")[1].split("###")[0]
+    assert "| MFSSD-P (11,620) / MFFSD (11,620) | mfssd300\\_pruned / mfssd300 |" in ratios
+    assert "paper 1.34\\* · identical — (—) ∅ · paper protocol — (—) ∅" in ratios  # MFFSD's label: flagged
+    test_markdown_tables_are_well_formed(markdown)
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

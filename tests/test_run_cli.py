@@ -9,12 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
+import bench.model_job
 import bench.run
 import tests.fake_detector  # registers tiny_fake, tiny_nan, tiny_raise
 from bench.run import main
+from detectors.registry import model_names, register
+from detectors.ssd.slimming_plan import slimming_plan
 
-MODEL_FILES = ["status.json", "info.json", "train_log.csv", "final.pt", "detections.json",
-               "metrics.json", "pr_curves.csv", "roc_curves.csv", "confusion.json", "speed.json",
+if "tiny_pruned" not in model_names():  # the tiny network with MFSSD-Pruned's plan (its pruning faked below)
+    register("tiny_pruned", family="ssd", input_size=64, plan=slimming_plan)(
+        tests.fake_detector._builder(None))
+
+MODEL_FILES = ["status.json", "info.json", "train_log.csv", "detections.json", "metrics.json",
+               "bootstrap.json", "pr_curves.csv", "roc_curves.csv", "confusion.json", "speed.json",
                "complexity.json"]
 
 
@@ -45,6 +52,13 @@ def test_run_writes_the_contract_and_records_failures(tmp_path: Path, reports_bu
     assert manifest["data"]["splits"]["test"] == 4  # the suite's test_images limit
     assert manifest["device"]["type"] == "cpu" and manifest["precision"] == "fp32"
     assert manifest["budget"]["iterations"] == 6 and manifest["finished"]
+    assert manifest["budget"]["models"]["tiny_fake"] == {"planned_iterations": 6, "trained_iterations": 6,
+                                                         "completed": True}
+    assert manifest["budget"]["not_completed"] == []
+    assert manifest["weights"]["final_pt"] == "none" and "synthetic" in manifest["weights"]["why"]
+    assert manifest["data_health"]["splits"] and "quality_problems" in manifest["data_health"]
+    plan = json.loads((out / "plan.json").read_text())  # the resolved plan, stored before training
+    assert plan["models"]["tiny_fake"]["budget"]["iterations"] == 6
     versions = {"python", "torch", "torchvision", "ultralytics", "numpy", "eval_engine"}
     assert versions <= set(manifest["versions"])
     gt = json.loads((out / "data" / "test_gt.json").read_text())
@@ -52,7 +66,8 @@ def test_run_writes_the_contract_and_records_failures(tmp_path: Path, reports_bu
 
     fake = out / "models" / "tiny_fake"
     assert all((fake / name).is_file() for name in MODEL_FILES)
-    assert not (fake / "checkpoint.pt").exists()  # a finished model keeps final.pt only
+    assert not (fake / "checkpoint.pt").exists()  # a finished model keeps no resumable state
+    assert not (fake / "final.pt").exists()  # nor, on synthetic data, its weights (the disk budget)
     assert status(out, "tiny_fake")["state"] == "done"
     info = json.loads((fake / "info.json").read_text())
     assert info["recipe"]["iterations"] == 6 and info["overrides"] is None and info["num_classes"] == 8
@@ -67,10 +82,10 @@ def test_run_writes_the_contract_and_records_failures(tmp_path: Path, reports_bu
     assert "Traceback" in (out / "models" / "tiny_raise" / "error.txt").read_text()
 
     # --resume skips the finished model (its files untouched) and retries the failed one.
-    final = fake / "final.pt"
-    mtime = final.stat().st_mtime_ns
+    metrics_file = fake / "metrics.json"
+    mtime = metrics_file.stat().st_mtime_ns
     assert run(tmp_path, out, "--models", "tiny_raise,tiny_fake", "--resume") == 1
-    assert final.stat().st_mtime_ns == mtime
+    assert metrics_file.stat().st_mtime_ns == mtime
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["resumed"]) == 1
 
@@ -135,8 +150,15 @@ class FakeSlimming:
     def sparsity_step(self, pruner, model) -> None:
         self.calls.append("sparsity_step")
 
-    def prune_to_params(self, model, target_params, example_inputs):
-        self.calls.append("prune")
+    def prune_by_criterion(self, model, example_inputs=None, *, ratio=None, threshold=None):
+        # The plan's default (criterion) mode; without an example input it is the plan's preview.
+        self.calls.append(f"{'prune' if example_inputs is not None else 'preview'} ratio={ratio}")
+        model.box.weight.data.mul_(0.5)
+        return None
+
+    def prune_to_params(self, model, target_params=None, example_inputs=None):
+        # Without an example input it is the plan's preview of the pruned architecture (plan.json's FLOPs).
+        self.calls.append("prune" if example_inputs is not None else "preview")
         model.box.weight.data.mul_(0.5)
         return model
 
@@ -147,37 +169,44 @@ class FakeSlimming:
         self.calls.append("load_pruned")
         model = tests.fake_detector.TinyDetector(8)
         model.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
-        model.name = "mfssd300_pruned"
+        model.name = "tiny_pruned"
         return model
 
 
 def test_pruned_model_runs_sparse_prune_finetune_and_resumes_in_finetune(tmp_path: Path, monkeypatch) -> None:
+    """The registry's slimming plan, executed by the runner (which knows no model by name)."""
     import detectors.ssd.pruning
 
     fake = FakeSlimming()
-    for name in ("make_slimming_pruner", "sparsity_step", "prune_to_params", "save_pruned", "load_pruned"):
+    for name in ("make_slimming_pruner", "sparsity_step", "prune_by_criterion", "prune_to_params",
+                 "save_pruned", "load_pruned"):
         monkeypatch.setattr(detectors.ssd.pruning, name, getattr(fake, name))
-    monkeypatch.setattr(bench.run, "PRUNED_BASE", "tiny_fake")
     # Keep the resumable state a finished model normally discards: the test resumes as if killed just before.
-    monkeypatch.setattr(bench.run, "discard_resume_state", lambda model_dir: None)
+    monkeypatch.setattr(bench.model_job, "discard_resume_state", lambda model_dir, job: None)
     out = tmp_path / "run"
-    assert run(tmp_path, out, "--models", "mfssd300_pruned") == 0
-    model_dir = out / "models" / "mfssd300_pruned"
+    assert run(tmp_path, out, "--models", "tiny_pruned", "--keep-weights") == 0
+    model_dir = out / "models" / "tiny_pruned"
     with (model_dir / "train_log.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     logged = [(r["stage"], r["iteration"]) for r in rows]  # 6 iterations split 50/50, logged every 2
     assert logged == [("sparse", "2"), ("sparse", "3"), ("finetune", "2"), ("finetune", "3")]
-    assert fake.calls == ["pruner reg=0.0001", *["sparsity_step"] * 3, "prune"]
-    assert (model_dir / "pruned.pt").is_file() and status(out, "mfssd300_pruned")["state"] == "done"
+    assert fake.calls[0] == "preview ratio=0.2"  # the plan (plan.json) counts the pruned architecture first
+    assert [c for c in fake.calls if not c.startswith("preview")] == [
+        "pruner reg=0.0001", *["sparsity_step"] * 3, "prune ratio=0.2"]  # by the criterion, the default
+    assert (model_dir / "pruned.pt").is_file() and status(out, "tiny_pruned")["state"] == "done"
+    training = status(out, "tiny_pruned")["training"]  # what each stage actually trained, for the report
+    assert [(t["stage"], t["iterations"], t["planned_iterations"]) for t in training] == [
+        ("sparse", 3, 3), ("finetune", 3, 3)]
     final = torch.load(model_dir / "final.pt", weights_only=True)["state_dict"]
 
     # As if killed after fine-tuning: resuming must reload the pruned model, not train or prune again.
     state = torch.load(model_dir / "checkpoint.pt", weights_only=True)
     assert state["stage"] == "finetune" and state["stage_done"]
     status_path = model_dir / "status.json"
-    status_path.write_text(json.dumps({**status(out, "mfssd300_pruned"), "state": "running"}))
+    status_path.write_text(json.dumps({**status(out, "tiny_pruned"), "state": "running"}))
     fake.calls.clear()
-    assert run(tmp_path, out, "--models", "mfssd300_pruned", "--resume") == 0
+    assert run(tmp_path, out, "--models", "tiny_pruned", "--resume", "--keep-weights") == 0
     assert fake.calls == ["load_pruned"]  # no sparse training, no pruning again
     resumed = torch.load(model_dir / "final.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(final[k], resumed[k]) for k in final)
+    assert [t["stage"] for t in status(out, "tiny_pruned")["training"]] == ["sparse", "finetune"]

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def command(out: Path, cache: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bench.run", "--suite", "smoke", "--models", "yolov5n", "--out", str(out),
-            "--cache-dir", str(cache), *extra]
+            "--cache-dir", str(cache), "--keep-weights", "--no-report", *extra]
 
 
 def environment() -> dict[str, str]:

@@ -14,22 +14,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.io import write_png
 
-from bench.speed import (
-    CudaEventTimer,
-    PerfCounterTimer,
-    SpeedConfig,
-    device_name,
-    measure_speed,
-    prepare_image,
-    save,
-    summarise,
-    time_iterations,
-    timer_for,
-)
+from bench.environment import device_name
+from bench.speed import SpeedConfig, measure_speed, prepare_image, save, summarise
+from bench.timers import CudaEventTimer, PerfCounterTimer, time_iterations, timer_for
 from detectors import Detections, Detector, ImageMeta, InputProtocol, PostprocessConfig, Target, build_model
 
 RESULT_KEYS = {"protocol", "device", "device_name", "precision", "batch", "fused", "warmup", "iterations",
-               "timed_seconds", "mean_ms", "p50_ms", "p90_ms", "fps", "nms", "timer", "threads"}
+               "timed_seconds", "mean_ms", "p50_ms", "p90_ms", "fps", "nms", "timer", "threads",
+               "requested_batch", "tf32"}
 FAST = SpeedConfig(warmup=1, iterations=3, max_seconds=60.0, throughput_batch=2, progress=False)
 HEIGHT, WIDTH = 48, 80
 

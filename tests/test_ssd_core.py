@@ -14,12 +14,12 @@ from torchvision.ops import box_convert, box_iou, nms
 from detectors.base import PostprocessConfig, Target
 from detectors.complexity import count_flops, count_params
 from detectors.ssd.box_coder import SSDBoxCoder
+from detectors.ssd.layers import conv_block
 from detectors.ssd.loss import MultiBoxLoss
 from detectors.ssd.matcher import match_priors, pad_targets
-from detectors.ssd.necks.fssd import conv_block, fssd300_levels
-from detectors.ssd.necks.ssd import ssd300_levels, ssd512_levels
+from detectors.ssd.necks.fssd import fssd300_levels
 from detectors.ssd.postprocess import SSDPostprocess
-from detectors.ssd.priors import generate_priors
+from detectors.ssd.priors import generate_priors, ssd300_levels, ssd512_levels
 
 
 def random_boxes(n: int, generator: torch.Generator, min_size: float = 0.05) -> torch.Tensor:

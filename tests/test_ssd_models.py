@@ -116,3 +116,16 @@ def test_ssd300_flops_equal_torchvision_published_macs():
 
     gmacs = SSD300_VGG16_Weights.COCO_V1.meta["_ops"]  # torchvision's "GFLOPS" are multiply-accumulates
     assert count_flops(build_on_meta("ssd300", 90), 300) == pytest.approx(2 * gmacs, abs=2e-3)
+
+
+def test_no_neck_imports_another_neck():
+    """Every neck is a leaf: shared layers live in detectors.ssd.layers, prior tables in priors.py."""
+    import ast
+    from pathlib import Path
+
+    import detectors.ssd.necks as necks
+
+    for path in Path(necks.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [m for m in imported if m and m.startswith("detectors.ssd.necks")], path.name

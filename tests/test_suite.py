@@ -25,13 +25,18 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_bundled_suites_load() -> None:
-    assert {"coco_small", "voc07", "voc07_512", "coco", "smoke"} <= set(bundled_suites())
+    expected = {"coco_small", "smoke", "voc07", "voc07_512", "voc07_paper", "voc07_512_paper", "coco",
+                "coco_paper", "seed000_coco", "seed000_coco_paper", "seed000_voc", "seed000_voc_paper"}
+    assert expected <= set(bundled_suites())
+    assert not {"gpu", "ssd_recipe", "voc0712"} & set(bundled_suites())  # common/ holds parts, not suites
     for name in bundled_suites():
         suite = load_suite(name)
-        assert suite.models and suite.sha256 and suite.budget_description
+        assert suite.models and suite.sha256 and suite.budget_description and suite.protocol != "custom"
     coco_small = load_suite("coco_small")
-    assert len(coco_small.models) == 15 and coco_small.recipe.max_train_seconds
+    assert len(coco_small.models) == 15 and coco_small.budget.rule == "equal_compute"
     assert coco_small.data.root is None  # the synthetic default
+    assert {load_suite(n).protocol for n in ("voc07", "voc07_512", "coco")} == {"identical"}
+    assert {load_suite(n).protocol for n in ("voc07_paper", "voc07_512_paper", "coco_paper")} == {"paper"}
 
 
 def test_minimal_suite_gets_defaults(tmp_path: Path) -> None:
@@ -43,7 +48,7 @@ def test_minimal_suite_gets_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("extra", "key", "message"), [
     ("[recipe.schedul]\n", "recipe.schedul", "unknown key"),
-    ("[data]\nformat = 'kitti'\n", "data.format", "must be one of"),
+    ("[data]\nformat = 'pascal'\n", "data.format", "must be one of"),
     ("[evaluation]\nnms_iou = 'high'\n", "evaluation.nms_iou", "must be float"),
     ("[speed]\niterations = 1.5\n", "speed.iterations", "must be int"),
     ("[data.synthetic]\nimages = true\n", "data.synthetic.images", "must be int"),
@@ -69,11 +74,13 @@ def test_override_replaces_only_its_keys(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "[overrides.ssd300]\nreason = 'the paper uses 4e-3'\nlr = 4e-3\n"
                                      "pruning = { sparsity = 1e-3 }\n")
     suite = load_suite(str(path))
-    recipe = suite.recipe_for("ssd300")
+    recipe = suite.recipe_for("ssd300", "ssd")
     assert recipe.lr == 4e-3 and recipe.batch_size == 4 and recipe.pruning.sparsity == 1e-3
-    assert suite.recipe_for("yolov5n").lr == 1e-3
-    assert suite.overrides["ssd300"].reason == "the paper uses 4e-3"
-    assert set(suite.overrides["ssd300"].values) == {"lr", "pruning"}
+    assert recipe.pruning.finetune_fraction == suite.recipe.pruning.finetune_fraction  # nested: merged
+    assert suite.recipe_for("yolov5n", "yolov5").lr == 1e-3
+    [override] = suite.overrides_for("ssd300", "ssd")
+    assert (override.reason, override.kind, override.target) == ("the paper uses 4e-3", "model", "ssd300")
+    assert set(override.values) == {"lr", "pruning"} and override.source == str(path.resolve())
 
 
 def test_invalid_toml_and_missing_suite(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The ultralytics YOLOv5(u) adapter: exact sizes, forward modes, loss convention, training, predict."""
+"""The ultralytics YOLOv5u adapter (``yolov5nu`` ... ``yolov5xu``): sizes, forward modes, loss, training."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from detectors import ImageMeta, PostprocessConfig, Target, build_model, model_spec
-from detectors.yolov5 import YOLOv5Detector
+from detectors.yolov5 import YOLOv5uDetector
 
 # ultralytics 8 YOLOv5u with 80 classes (architectures.md §6, verified), unfused and fused.
-PARAMS_80 = {"yolov5n": 2_654_816, "yolov5s": 9_153_152, "yolov5m": 25_111_456, "yolov5l": 53_225_024,
-             "yolov5x": 97_276_448}
+PARAMS_80 = {"yolov5nu": 2_654_816, "yolov5su": 9_153_152, "yolov5mu": 25_111_456, "yolov5lu": 53_225_024,
+             "yolov5xu": 97_276_448}
 FUSED_PARAMS_80_N = 2_649_200
 
 SIZE = 64  # smallest input with all three strides (8, 16, 32) -> 8x8 + 4x4 + 2x2 = 84 anchor points
@@ -31,9 +31,9 @@ def _tiny_batch() -> tuple[torch.Tensor, list[Target]]:
 
 
 @pytest.fixture
-def yolov5n() -> YOLOv5Detector:
+def yolov5nu() -> YOLOv5uDetector:
     torch.manual_seed(0)
-    return build_model("yolov5n", num_classes=2, input_size=SIZE)
+    return build_model("yolov5nu", num_classes=2, input_size=SIZE)
 
 
 @pytest.mark.parametrize("name", list(PARAMS_80))
@@ -45,67 +45,67 @@ def test_parameter_counts_with_80_classes(name: str) -> None:
 
 
 def test_registry_and_letterbox_protocol() -> None:
-    spec = model_spec("yolov5s")
+    spec = model_spec("yolov5su")
     assert (spec.family, spec.input_size) == ("yolov5", 640)
-    model = build_model("yolov5s", num_classes=3, input_size=320, pretrained_backbone=True)
-    assert model.name == "yolov5s" and model.input_size == 320
+    model = build_model("yolov5su", num_classes=3, input_size=320)
+    assert model.name == "yolov5su" and model.input_size == 320
     protocol = model.protocol
     assert (protocol.size, protocol.resize) == (320, "letterbox")
     assert (protocol.mean, protocol.std) == ((0, 0, 0), (1, 1, 1))
     with pytest.raises(ValueError, match="multiple of 32"):
-        build_model("yolov5n", num_classes=3, input_size=300)
+        build_model("yolov5nu", num_classes=3, input_size=300)
 
 
-def test_forward_modes(yolov5n: YOLOv5Detector) -> None:
+def test_forward_modes(yolov5nu: YOLOv5uDetector) -> None:
     images, _ = _tiny_batch()
-    raw = yolov5n.train()(images)
+    raw = yolov5nu.train()(images)
     assert set(raw) == {"boxes", "scores", "feats"}
     assert raw["scores"].shape == (2, 2, ANCHOR_POINTS)
-    decoded = yolov5n.eval()(images)
+    decoded = yolov5nu.eval()(images)
     assert decoded.shape == (2, 4 + 2, ANCHOR_POINTS)
     scores = decoded[:, 4:]
     assert bool(((scores >= 0) & (scores <= 1)).all())  # sigmoid class scores after the xywh boxes
 
 
-def test_loss_is_ultralytics_loss_on_normalised_xywh_divided_by_batch(yolov5n: YOLOv5Detector) -> None:
+def test_loss_is_ultralytics_loss_on_normalised_xywh_divided_by_batch(yolov5nu: YOLOv5uDetector) -> None:
     images, targets = _tiny_batch()
-    losses = yolov5n.train().loss(images, targets)
+    losses = yolov5nu.train().loss(images, targets)
     assert set(losses) == {"loss", "loss_box", "loss_cls", "loss_dfl"}
     assert torch.isfinite(losses["loss"])
     assert torch.allclose(losses["loss"], losses["loss_box"] + losses["loss_cls"] + losses["loss_dfl"])
     # The same batch written by hand in ultralytics' own format: centre x, centre y, w, h as image fractions.
     batch = {"img": images, "batch_idx": torch.tensor([0.0, 1.0]), "cls": torch.tensor([[0.0], [1.0]]),
              "bboxes": torch.tensor([[29, 25, 42, 30], [32, 45, 24, 30]]) / SIZE}
-    summed, _ = yolov5n.model.loss(batch)
+    summed, _ = yolov5nu.model.loss(batch)
     assert torch.allclose(losses["loss"], summed.sum() / 2)
 
 
-def test_loss_does_not_grow_with_the_batch(yolov5n: YOLOv5Detector) -> None:
-    # Enough objects that the target-score normaliser exceeds its floor of 1 (see ``YOLOv5Detector.loss``).
+def test_loss_does_not_grow_with_the_batch(yolov5nu: YOLOv5uDetector) -> None:
+    # Enough objects that the target-score normaliser exceeds its floor of 1 (see ``YOLOv5uDetector.loss``).
     image = torch.full((1, 3, SIZE, SIZE), 0.1)
     boxes = torch.tensor([[8.0, 10.0, 50.0, 40.0], [0, 0, 32, 32], [30, 30, 64, 64], [4, 40, 28, 60]])
     target = Target(boxes, torch.tensor([0, 1, 1, 0]))
-    yolov5n.eval()  # BatchNorm on running statistics: both batches see identical features
-    single = yolov5n.loss(image, [target])["loss"]
-    doubled = yolov5n.loss(image.repeat(2, 1, 1, 1), [target, target])["loss"]
+    yolov5nu.eval()  # BatchNorm on running statistics: both batches see identical features
+    single = yolov5nu.loss(image, [target])["loss"]
+    doubled = yolov5nu.loss(image.repeat(2, 1, 1, 1), [target, target])["loss"]
     assert torch.allclose(doubled, single, rtol=1e-5)
 
 
-def test_loss_without_objects_is_classification_only(yolov5n: YOLOv5Detector) -> None:
+def test_loss_without_objects_is_classification_only(yolov5nu: YOLOv5uDetector) -> None:
     images, _ = _tiny_batch()
     empty = [Target(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)) for _ in range(2)]
-    losses = yolov5n.train().loss(images, empty)
+    losses = yolov5nu.train().loss(images, empty)
     losses["loss"].backward()
     assert losses["loss_cls"] > 0 and losses["loss_box"] == 0 and losses["loss_dfl"] == 0
 
 
-def test_a_few_steps_lower_the_loss(yolov5n: YOLOv5Detector) -> None:
+def test_a_few_steps_lower_the_loss(yolov5nu: YOLOv5uDetector) -> None:
     images, targets = _tiny_batch()
-    yolov5n.train()
-    optimizer = torch.optim.AdamW(yolov5n.parameters(), lr=2e-3, weight_decay=0.0)
+    yolov5nu.train()
+    optimizer = torch.optim.AdamW(yolov5nu.parameters(), lr=2e-3, weight_decay=0.0)
     history = []
     for _ in range(20):
-        loss = yolov5n.loss(images, targets)["loss"]
+        loss = yolov5nu.loss(images, targets)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -113,15 +113,15 @@ def test_a_few_steps_lower_the_loss(yolov5n: YOLOv5Detector) -> None:
     assert history[-1] < 0.5 * history[0], history
 
 
-def test_predict_maps_letterboxed_boxes_into_the_original_image(yolov5n: YOLOv5Detector) -> None:
+def test_predict_maps_letterboxed_boxes_into_the_original_image(yolov5nu: YOLOv5uDetector) -> None:
     # A 200 x 300 (h x w) original letterboxed to 64: scale 64/300, content 43 rows high, 10.5 px bars on top.
     height, width = 200, 300
     scale = SIZE / width
     top = (SIZE - height * scale) / 2
     meta = ImageMeta(image_id=7, orig_size=(height, width), scale=(scale, scale), pad=(top, 0.0))
-    yolov5n.postprocess_config = PostprocessConfig(score_thresh=0.0, nms_iou=0.6, max_detections=30)
+    yolov5nu.postprocess_config = PostprocessConfig(score_thresh=0.0, nms_iou=0.6, max_detections=30)
     images, _ = _tiny_batch()
-    (det,) = yolov5n.eval().predict(images[:1], [meta])
+    (det,) = yolov5nu.eval().predict(images[:1], [meta])
     assert 0 < len(det.boxes) <= 30 and det.labels.dtype == torch.int64
     assert bool(((det.labels >= 0) & (det.labels < 2)).all())
     assert bool((det.scores[:-1] >= det.scores[1:]).all())
@@ -130,14 +130,14 @@ def test_predict_maps_letterboxed_boxes_into_the_original_image(yolov5n: YOLOv5D
     assert float(x2.max()) > SIZE  # rescaled to original pixels, not left in the 64-pixel input
 
 
-def test_predict_refuses_train_mode(yolov5n: YOLOv5Detector) -> None:
+def test_predict_refuses_train_mode(yolov5nu: YOLOv5uDetector) -> None:
     images, _ = _tiny_batch()
     with pytest.raises(RuntimeError, match="eval mode"):
-        yolov5n.train().predict(images, [ImageMeta(0, (SIZE, SIZE))] * 2)
+        yolov5nu.train().predict(images, [ImageMeta(0, (SIZE, SIZE))] * 2)
 
 
 def test_fuse_folds_batchnorm_without_changing_outputs() -> None:
-    model = build_model("yolov5n", num_classes=80, input_size=SIZE).eval()
+    model = build_model("yolov5nu", num_classes=80, input_size=SIZE).eval()
     images = torch.rand(1, 3, SIZE, SIZE)
     before = model(images)
     model.fuse()
@@ -146,18 +146,19 @@ def test_fuse_folds_batchnorm_without_changing_outputs() -> None:
     assert torch.allclose(model(images), before, atol=1e-4)
 
 
-def test_state_dict_round_trips_through_weights_only_loading(yolov5n: YOLOv5Detector, tmp_path: Path) -> None:
-    path = tmp_path / "yolov5n.pt"
-    torch.save(yolov5n.state_dict(), path)
-    fresh = build_model("yolov5n", num_classes=2, input_size=SIZE)
+def test_state_dict_round_trips_through_weights_only_loading(yolov5nu: YOLOv5uDetector,
+                                                             tmp_path: Path) -> None:
+    path = tmp_path / "yolov5nu.pt"
+    torch.save(yolov5nu.state_dict(), path)
+    fresh = build_model("yolov5nu", num_classes=2, input_size=SIZE)
     fresh.load_state_dict(torch.load(path, weights_only=True), strict=True)
     images, _ = _tiny_batch()
-    assert torch.equal(fresh.eval()(images), yolov5n.eval()(images))
+    assert torch.equal(fresh.eval()(images), yolov5nu.eval()(images))
 
 
-@pytest.mark.parametrize("name", ["yolov5s", "yolov5m", "yolov5l", "yolov5x"])
+@pytest.mark.parametrize("name", ["yolov5su", "yolov5mu", "yolov5lu", "yolov5xu"])
 def test_every_larger_scale_trains_and_predicts(name: str) -> None:
-    """The other scales share yolov5n's code path; this checks each still learns and maps boxes back."""
+    """The other scales share yolov5nu's code path; this checks each still learns and maps boxes back."""
     torch.manual_seed(0)
     model = build_model(name, num_classes=2, input_size=SIZE).train()
     images, targets = _tiny_batch()

@@ -8,6 +8,9 @@ Normalised text recovers pixels only up to float error, so pixel coordinates are
 below any IoU effect): integer boxes written by ``write_yolo`` come back exactly. YOLO has no ``difficult``
 or crowd flags: ``write_yolo`` writes difficult objects as ordinary boxes and drops crowd regions, as
 ultralytics' COCO converter does.
+
+Coordinates outside [0, 1] and non-positive sizes are read as they are and left to ``bench.data.health``
+(counted, clipped or dropped for training); ultralytics would drop the whole label file instead.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise BenchInputError(path, f"cannot read image header: {err}") from None
 
 
-def _parse_labels(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, cxcywh)`` of one label file, naming the first malformed line."""
+def _parse_labels(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labels, cxcywh, line numbers)`` of one label file, naming the first malformed line."""
     lines = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
     rows = []
     for n, fields in lines:
@@ -58,10 +61,8 @@ def _parse_labels(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]
     first_bad((cls != np.round(cls)) | (cls < 0) | (cls >= num_classes), "cls",
               f"class index must be an integer in [0, {num_classes})")
     coords = table[:, 1:]
-    first_bad(~np.isfinite(coords).all(axis=1) | (coords < 0).any(axis=1) | (coords > 1).any(axis=1), "box",
-              "coordinates must be normalised to [0, 1]")
-    first_bad((coords[:, 2] <= 0) | (coords[:, 3] <= 0), "box", "width and height must be positive")
-    return cls.astype(np.int64), coords
+    first_bad(~np.isfinite(coords).all(axis=1), "box", "coordinates must be finite numbers")
+    return cls.astype(np.int64), coords, np.asarray(numbers, dtype=np.int64)
 
 
 def read_yolo(root: Path, split: str, classes: list[str]) -> DetectionDataset:
@@ -75,14 +76,16 @@ def read_yolo(root: Path, split: str, classes: list[str]) -> DetectionDataset:
     for image_id, path in enumerate(paths):
         width, height = _image_size(path)
         label_file = label_dir / f"{path.stem}.txt"
-        labels, cxcywh = (_parse_labels(label_file, len(classes)) if label_file.is_file()
-                          else (np.zeros(0, np.int64), np.zeros((0, 4))))
+        labels, cxcywh, lines = (_parse_labels(label_file, len(classes)) if label_file.is_file()
+                                 else (np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)))
         scale = np.array([width, height, width, height], dtype=np.float64)
         half = cxcywh[:, 2:] / 2
         xyxy = np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1) * scale
         records.append(ImageRecord(image_id=image_id, file_name=path.name, width=width, height=height,
-                                   boxes=np.round(xyxy, _DECIMALS), labels=labels))
-    return DetectionDataset(list(classes), records, image_dir, name=f"{root.name}-{split}", source=label_dir)
+                                   boxes=np.round(xyxy, _DECIMALS), labels=labels, entry_ids=lines,
+                                   label_file=label_file.name))
+    return DetectionDataset(list(classes), records, image_dir, name=f"{root.name}-{split}", source=label_dir,
+                            entry_kind="line")
 
 
 def _label_lines(record: ImageRecord) -> str:

@@ -19,17 +19,27 @@ import numpy as np
 from bench.data.records import DetectionDataset
 from bench.metrics.coco import (
     AREA_RANGES,
+    COCO_PARAMS,
     IOU_THRESHOLDS,
     MAX_DETS,
     RECALL_THRESHOLDS,
     CocoBoxes,
     CocoEvaluation,
-    evaluate_coco,
     iou_index,
 )
 from bench.metrics.confusion import confusion_matrix
 from bench.metrics.detections import DetectionResults
+from bench.metrics.ignore import dataset_ignore_regions, in_ignore_regions
+from bench.metrics.protocols import get_protocol
 from bench.metrics.result import Curves, EvaluationResult
+from bench.metrics.small_objects import (
+    DEFAULT_SETTINGS,
+    SmallObjectSettings,
+    protocol_rows,
+    protocol_run,
+    shared_matching,
+    small_object_metrics,
+)
 from bench.metrics.voc import VocAP, VocMatches, devkit_ap, match_devkit, to_devkit
 
 VOC_IOU = 0.5
@@ -62,12 +72,14 @@ class _GroundTruth:
 
 def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[float, ...] = (0.5, 0.75),
              confusion_score: float = 0.25, confusion_iou: float = 0.5,
-             coco_gt: dict[str, Any] | None = None) -> EvaluationResult:
+             coco_gt: dict[str, Any] | None = None,
+             small_objects: SmallObjectSettings | None = DEFAULT_SETTINGS) -> EvaluationResult:
     """Score ``dets`` against ``gt``.
 
     ``coco_gt``: the COCO instances dict ``gt`` was read from, if any. COCO metrics then use its ``bbox``
     numbers as written (what pycocotools reads) instead of ``xyxy`` converted back, which can differ in the
-    last bit.
+    last bit. ``small_objects``: the size-bucket protocols, tolerance curves, TIDE and bootstrap intervals
+    (:mod:`bench.metrics.small_objects`); None skips them.
     """
     pr_thresholds = [iou_index(t) for t in iou_pr]  # fails early on an IoU COCO does not evaluate
     truth = _GroundTruth.of(gt)
@@ -75,7 +87,22 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
     coco_truth = CocoBoxes.ground_truth(gt) if coco_gt is None else \
         CocoBoxes.ground_truth_from_coco(coco_gt, list(gt.category_ids or []))
     coco_dets = CocoBoxes.detections(dets.image_id, dets.label, dets.xywh, dets.score)
-    coco = evaluate_coco(coco_truth, coco_dets, truth.image_ids, list(gt.category_ids or []))
+    category_ids = list(gt.category_ids or [])
+    region_image, region_boxes = dataset_ignore_regions(gt.records)
+    in_region = in_ignore_regions(dets.image_id, dets.boxes, region_image, region_boxes) \
+        if len(region_image) else None
+    # one IoU matching on the tolerance grid 0.10:0.95 for every protocol; its COCO run's last ten rows are
+    # pycocotools' arrays, bit for bit
+    coco_protocol = get_protocol("coco")
+    protocols = [coco_protocol] + ([get_protocol(name, (small_objects.max_dets or {}).get(name))
+                                    for name in small_objects.protocols] if small_objects is not None else [])
+    iou = shared_matching(coco_truth, coco_dets, truth.image_ids, category_ids, protocols, in_region)
+    coco_run = protocol_run(iou, coco_protocol)
+    rows = protocol_rows(coco_protocol)
+    coco = CocoEvaluation(coco_run.precision[rows], coco_run.recall[rows], coco_run.scores[rows],
+                          coco_run.summary(rows, COCO_PARAMS), COCO_PARAMS)
+    small = small_object_metrics(coco_truth, coco_dets, truth.image_ids, category_ids, small_objects,
+                                 in_region, iou) if small_objects is not None else {}
 
     by_id = np.argsort(truth.image_ids)
     det_image = by_id[np.searchsorted(truth.image_ids[by_id], dets.image_id)]
@@ -101,6 +128,7 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
         pr_curves=_pr_curves(coco, iou_pr, pr_thresholds),
         roc_curves=_roc_curves(matches, dets, in_class, n_positive, len(truth.image_ids)),
         confusion=confusion,
+        small_objects=small,
         engine=_engine(),
         settings={"coco": {"iou_thresholds": IOU_THRESHOLDS.tolist(), "max_dets": list(MAX_DETS),
                            "area_ranges": {k: list(v) for k, v in AREA_RANGES.items()}},
@@ -155,11 +183,12 @@ def _roc_curves(matches: VocMatches, dets: DetectionResults, in_class: list[np.n
         if n_positive[c] == 0 or len(idx) == 0:
             continue
         score = dets.score[matches.order[idx]]
-        last_of_score = np.r_[score[1:] != score[:-1], True]
-        labels.append(np.full(last_of_score.sum(), c))
-        fppi.append(np.cumsum(matches.fp[idx])[last_of_score] / n_images)
-        miss.append(1.0 - np.cumsum(matches.tp[idx])[last_of_score] / n_positive[c])
-        scores.append(score[last_of_score])
+        # the last detection of each score: every point (reports/operating_point.py interpolates them)
+        points = np.flatnonzero(np.r_[score[1:] != score[:-1], True])
+        labels.append(np.full(len(points), c))
+        fppi.append(np.cumsum(matches.fp[idx])[points] / n_images)
+        miss.append(1.0 - np.cumsum(matches.tp[idx])[points] / n_positive[c])
+        scores.append(score[points])
 
     def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)

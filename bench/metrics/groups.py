@@ -28,12 +28,25 @@ class GroupSlots:
     valid: np.ndarray  # (n_det, width) bool
 
 
-def group_slots(gt_group: np.ndarray, det_group: np.ndarray, width: int | None = None) -> GroupSlots:
-    """Pad each detection's ground-truth group to ``width`` (default: the largest group a detection meets)."""
+def _group_table(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ground truth sorted by group, start and count of each detection's group in that order). Small
+    non-negative group ids are counted with ``bincount`` (lookups instead of binary searches)."""
     order = np.argsort(gt_group, kind="stable")
+    top = max(int(gt_group.max(initial=0)), int(det_group.max(initial=0))) + 1
+    integers = gt_group.dtype.kind in "iu" and det_group.dtype.kind in "iu"
+    if integers and len(gt_group) and gt_group.min() >= 0 and det_group.min(initial=0) >= 0 \
+            and top <= 4 * (len(gt_group) + len(det_group)) + (1 << 20):
+        counts = np.bincount(gt_group, minlength=top)
+        starts = np.cumsum(counts) - counts
+        return order, starts[det_group], counts[det_group]
     sorted_groups = gt_group[order]
     start = np.searchsorted(sorted_groups, det_group, side="left")
-    count = np.searchsorted(sorted_groups, det_group, side="right") - start
+    return order, start, np.searchsorted(sorted_groups, det_group, side="right") - start
+
+
+def group_slots(gt_group: np.ndarray, det_group: np.ndarray, width: int | None = None) -> GroupSlots:
+    """Pad each detection's ground-truth group to ``width`` (default: the largest group a detection meets)."""
+    order, start, count = _group_table(gt_group, det_group)
     if width is None:
         width = int(count.max(initial=0))
     offsets = np.arange(width)
@@ -45,8 +58,7 @@ def group_slots(gt_group: np.ndarray, det_group: np.ndarray, width: int | None =
 
 def group_sizes(gt_group: np.ndarray, det_group: np.ndarray) -> np.ndarray:
     """Number of ground-truth boxes in each detection's group."""
-    sorted_groups = np.sort(gt_group)
-    return np.searchsorted(sorted_groups, det_group, side="right") - np.searchsorted(sorted_groups, det_group)
+    return _group_table(gt_group, det_group)[2]
 
 
 def rank_within_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:

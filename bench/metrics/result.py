@@ -70,10 +70,14 @@ class EvaluationResult:
     confusion: ConfusionMatrix
     engine: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    # size-bucket protocols, tolerance curves, TIDE, bootstrap intervals (bench.metrics.small_objects)
+    small_objects: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The content of ``metrics.json`` (without ``files``), NaN written as ``None``."""
+        """The content of ``metrics.json`` (without ``files``), NaN written as ``None``; the bootstrap's
+        per-resample values go to ``bootstrap.json`` instead (see :meth:`save`)."""
         return _json_safe({"coco": self.coco, "voc": self.voc, "per_class": self.per_class,
+                           "small_objects": _without_samples(self.small_objects),
                            "engine": self.engine, "settings": self.settings, "roc_definition": ROC_DEFINITION,
                            "pr_definition": PR_DEFINITION})
 
@@ -90,6 +94,14 @@ class EvaluationResult:
         metrics = self.to_dict()
         metrics["files"] = {"pr_curves": "pr_curves.csv", "roc_curves": "roc_curves.csv",
                             "confusion": "confusion.json"}
+        samples = bootstrap_samples(self.small_objects)
+        if samples:
+            definition = ("per-resample values; resample r of every model on the same images and seed is the "
+                          "same draw")
+            _write_json(out / "bootstrap.json", {"definition": definition, "samples": samples,
+                                                 "estimates": bootstrap_estimates(self.small_objects),
+                                                 **self.small_objects.get("bootstrap", {})})
+            metrics["files"]["bootstrap"] = "bootstrap.json"
         _write_json(out / "metrics.json", metrics)
         return out
 
@@ -111,7 +123,31 @@ def load_result(out_dir: str | Path) -> EvaluationResult:
                                   confusion["score_thresh"], confusion["iou_thresh"]),
         engine=metrics["engine"],
         settings=metrics["settings"],
+        small_objects=metrics.get("small_objects", {}),
     )
+
+
+def _without_samples(small: dict[str, Any]) -> dict[str, Any]:
+    out = dict(small)
+    if "protocols" in small:
+        out["protocols"] = {
+            name: {**entry, "intervals": {k: {f: v for f, v in iv.items() if f != "samples"}
+                                          for k, iv in entry["intervals"].items()}}
+            if "intervals" in entry else entry for name, entry in small["protocols"].items()}
+    return out
+
+
+def bootstrap_samples(small: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """``{protocol: {metric: per-resample values}}`` of a ``small_objects`` section."""
+    return {name: {k: iv["samples"] for k, iv in entry["intervals"].items() if "samples" in iv}
+            for name, entry in small.get("protocols", {}).items() if "intervals" in entry}
+
+
+def bootstrap_estimates(small: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{protocol: {metric: estimate}}``: the statistic on the data itself, for basic intervals of paired
+    differences (``bench.metrics.bootstrap.paired_comparison``'s ``estimate_a`` / ``estimate_b``)."""
+    return {name: {k: iv["estimate"] for k, iv in entry["intervals"].items() if "estimate" in iv}
+            for name, entry in small.get("protocols", {}).items() if "intervals" in entry}
 
 
 def _json_safe(value: Any) -> Any:

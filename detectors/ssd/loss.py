@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detectors.base import Target
+from detectors.base import Target, mean_over_replicas
 from detectors.ssd.box_coder import SSDBoxCoder
 from detectors.ssd.matcher import match_priors, pad_targets
 
@@ -17,6 +17,11 @@ class MultiBoxLoss:
     Negatives are the background priors with the highest classification loss, at most ``neg_pos_ratio`` per
     positive of the same image (amdegroot, lufficc, Caffe ``MAX_NEGATIVE``). Mining ranks all images at once
     with one sort; nothing loops over images.
+
+    The loss is computed in fp32 whatever the head's dtype (under AMP an fp16 ``N`` rounds above 2,048
+    positives and overflows above 65,504). Under DDP, ``N`` is the mean positive count over the processes
+    (``detectors.base.mean_over_replicas``), so after DDP's gradient average the update is that of
+    ``sum(L) / sum(N)`` over the global batch, independent of the number of GPUs.
     """
 
     def __init__(self, variances: tuple[float, float] = (0.1, 0.2), iou_threshold: float = 0.5,
@@ -29,6 +34,7 @@ class MultiBoxLoss:
         """``loc (B, P, 4)``, ``conf (B, P, C + 1)``, cxcywh ``priors (P, 4)``, targets scaled to [0, 1]."""
         with torch.no_grad():
             matched = match_priors(priors, pad_targets(targets), self.iou_threshold)
+        loc, conf = loc.float(), conf.float()
         positive = matched.labels > 0  # (B, P)
         num_pos = positive.sum()
 
@@ -40,7 +46,7 @@ class MultiBoxLoss:
         selected = positive | self._hard_negatives(ce.detach(), positive)
         loss_cls = ce[selected].sum()
 
-        norm = num_pos.clamp(min=1).to(loc.dtype)
+        norm = mean_over_replicas(num_pos.float()).clamp(min=1.0)
         loss_box, loss_cls = loss_box / norm, loss_cls / norm
         return {"loss": loss_box + loss_cls, "loss_box": loss_box, "loss_cls": loss_cls}
 

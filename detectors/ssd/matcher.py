@@ -3,8 +3,8 @@
 Rule (Liu et al. 2016; Caffe ``MatchBBox``, amdegroot and lufficc ``match``, torchvision ``SSDMatcher``):
 every ground truth claims its best prior, then every other prior takes its highest-IoU ground truth when that
 IoU is at least the threshold (all of these implementations mark ``iou < threshold`` as background, i.e.
-``>=`` is positive). Targets are padded to ``(B, M, 4)`` so the whole batch is a few tensor ops with no
-per-image loop.
+``>=`` is positive). Targets are padded to ``(B, M, 4)`` once per batch; the IoU matrices are per image, so
+their memory stays that of one image.
 """
 
 from __future__ import annotations
@@ -49,27 +49,32 @@ def pad_targets(targets: list[Target]) -> PaddedTargets:
 
 
 def match_priors(priors: Tensor, targets: PaddedTargets, iou_threshold: float = 0.5) -> MatchResult:
-    """Match ``(P, 4)`` cxcywh priors to padded xyxy ground truths (both normalised)."""
-    b, m = targets.valid.shape
-    p = priors.shape[0]
-    # IoU of the real ground truths only (padded rows would waste work when counts vary), then padded.
-    real = box_iou(targets.boxes[targets.valid], box_convert(priors, "cxcywh", "xyxy"))  # (G, P)
-    iou = real.new_full((b, m, p), -1.0)
-    iou[targets.valid] = real
+    """Match ``(P, 4)`` cxcywh priors to padded xyxy ground truths (both normalised).
 
-    best_gt_iou, best_gt = iou.max(dim=1)  # (B, P)
-    best_prior = iou.argmax(dim=2)  # (B, M)
-    # Each valid ground truth claims its best prior. When two claim the same prior the later one wins, as in
-    # the sequential loop of the reference ports; "amax" over the ground-truth index makes that deterministic.
-    gt_index = torch.arange(m, device=iou.device).expand(b, m)
-    claims = torch.where(targets.valid, gt_index, -1)
-    forced = torch.full((b, p), -1, dtype=torch.long, device=iou.device).scatter_reduce(
-        1, best_prior, claims, reduce="amax")
-    is_forced = forced >= 0
-    best_gt = torch.where(is_forced, forced, best_gt)
-    best_gt_iou = best_gt_iou.masked_fill(is_forced, _FORCED_IOU)
-
-    labels = targets.labels.gather(1, best_gt) + 1
-    labels = labels.masked_fill(best_gt_iou < iou_threshold, 0)
-    boxes = targets.boxes.gather(1, best_gt[..., None].expand(b, p, 4))
+    One image at a time: the IoU matrix of an image is ``(G, P)`` for its ``G`` real boxes, where a batched
+    ``(B, M, P)`` matrix would take about 1 GB for MDSSD512's 90,096 priors at batch 32. The outputs are
+    identical to the batched computation's.
+    """
+    b, p = targets.valid.shape[0], priors.shape[0]
+    device = priors.device
+    prior_boxes = box_convert(priors, "cxcywh", "xyxy")
+    labels = torch.zeros((b, p), dtype=torch.long, device=device)
+    boxes = torch.zeros((b, p, 4), dtype=targets.boxes.dtype, device=device)
+    for i in range(b):
+        gt_boxes = targets.boxes[i][targets.valid[i]]  # (G, 4), in the original order
+        if len(gt_boxes) == 0:
+            continue
+        iou = box_iou(gt_boxes, prior_boxes)  # (G, P)
+        best_gt_iou, best_gt = iou.max(dim=0)  # (P,)
+        # Each ground truth claims its best prior. When two claim the same prior the later one wins, as in the
+        # sequential loop of the reference ports; "amax" over the ground-truth index makes that deterministic.
+        gt_index = torch.arange(len(gt_boxes), device=device)
+        forced = torch.full((p,), -1, dtype=torch.long, device=device).scatter_reduce(
+            0, iou.argmax(dim=1), gt_index, reduce="amax")
+        is_forced = forced >= 0
+        best_gt = torch.where(is_forced, forced, best_gt)
+        best_gt_iou = best_gt_iou.masked_fill(is_forced, _FORCED_IOU)
+        image_labels = targets.labels[i][targets.valid[i]][best_gt] + 1
+        labels[i] = image_labels.masked_fill(best_gt_iou < iou_threshold, 0)
+        boxes[i] = gt_boxes[best_gt]
     return MatchResult(labels, boxes)

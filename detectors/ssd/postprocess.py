@@ -13,10 +13,14 @@ from detectors.ssd.box_coder import SSDBoxCoder
 class SSDPostprocess:
     """Raw head outputs -> per-image ``Detections`` with normalised xyxy boxes and 0-based labels.
 
-    The whole batch goes through one ``batched_nms`` call: the NMS group of a candidate is
-    ``image * num_classes + class``, so boxes of different images or classes never suppress each other.
-    Boxes are clipped to the image before NMS (torchvision and the ports' ``clip`` do the same), so the
-    overlaps NMS sees are those of the boxes reported.
+    Always in fp32, whatever the head's dtype (fp16 softmax scores and box offsets lose the small boxes), and
+    one image at a time: an image's scores are ``(P, C + 1)``, where the whole batch's would be about 2 GB for
+    MDSSD512 at batch 32. NMS runs per image with the class as its group, on float64 boxes: torchvision's
+    ``batched_nms`` offsets each group's boxes by ``group x (max coordinate + 1)`` (on CUDA up to 5,000
+    boxes, on CPU up to 1,000), which in fp32 moves small boxes by more than their overlaps can tolerate;
+    float64 keeps every decision that of a per-class NMS. Boxes are clipped to the image before NMS
+    (torchvision and the ports' ``clip`` do the same), so the overlaps NMS sees are those of the boxes
+    reported.
     """
 
     def __init__(self, variances: tuple[float, float] = (0.1, 0.2)):
@@ -25,26 +29,17 @@ class SSDPostprocess:
     @torch.no_grad()
     def __call__(self, loc: Tensor, conf: Tensor, priors: Tensor,
                  config: PostprocessConfig) -> list[Detections]:
-        batch, num_priors, num_classes = conf.shape[0], conf.shape[1], conf.shape[2] - 1
-        boxes = self.coder.decode(loc, priors).clamp_(0, 1)  # (B, P, 4)
-        scores = conf.softmax(dim=-1)[..., 1:].transpose(1, 2)  # (B, C, P), background dropped
+        priors = priors.float()
+        return [self._one_image(loc[i].float(), conf[i].float(), priors, config) for i in range(len(loc))]
 
-        top_scores, top_prior = scores.topk(min(config.pre_nms_topk, num_priors), dim=2)  # (B, C, K)
-        image, cls, k = (top_scores > config.score_thresh).nonzero(as_tuple=True)
-        prior = top_prior[image, cls, k]
-        cand_scores = top_scores[image, cls, k]
-        cand_boxes = boxes[image, prior]
-
-        keep = batched_nms(cand_boxes, cand_scores, image * num_classes + cls, config.nms_iou)  # score-desc
-        # Regroup by image keeping the score order (stable sort), then keep each image's best max_detections.
-        keep = keep[image[keep].sort(stable=True).indices]
-        kept_image = image[keep]
-        counts = torch.bincount(kept_image, minlength=batch)
-        starts = counts.cumsum(0) - counts
-        rank = torch.arange(len(keep), device=keep.device) - starts[kept_image]
-        keep = keep[rank < config.max_detections]
-
-        sizes = torch.bincount(image[keep], minlength=batch).tolist()
-        per_image = zip(cand_boxes[keep].split(sizes), cand_scores[keep].split(sizes), cls[keep].split(sizes),
-                        strict=True)
-        return [Detections(b, s, c) for b, s, c in per_image]
+    def _one_image(self, loc: Tensor, conf: Tensor, priors: Tensor, config: PostprocessConfig) -> Detections:
+        num_priors = conf.shape[0]
+        scores = conf.softmax(dim=-1)[:, 1:].T  # (C, P), background dropped
+        top_scores, top_prior = scores.topk(min(config.pre_nms_topk, num_priors), dim=1)  # (C, K)
+        cls, k = (top_scores > config.score_thresh).nonzero(as_tuple=True)
+        prior = top_prior[cls, k]
+        cand_scores = top_scores[cls, k]
+        cand_boxes = self.coder.decode(loc[prior], priors[prior]).clamp_(0, 1)
+        keep = batched_nms(cand_boxes.double(), cand_scores.double(), cls, config.nms_iou)  # score-descending
+        keep = keep[: config.max_detections]
+        return Detections(cand_boxes[keep], cand_scores[keep], cls[keep])

@@ -1,40 +1,46 @@
 """Network slimming (Liu et al., ICCV 2017) of an SSD-family model with torch-pruning, as MFSSD-Pruned does.
 
-The runner drives three checkpointed stages:
+Seed 001 (Fig. 3, §II.C): sparse-train MFSSD-BN with L1 on the BN scales, cut the channels with the smaller
+scales at "a suitable compression ratio (or pruning rate)", fine-tune, and repeat while the accuracy meets
+the requirement. The pieces:
 
 1. sparse training: ``pruner = make_slimming_pruner(model, example_inputs)``, then
-   ``sparsity_step(pruner, model)`` between ``loss.backward()`` and ``optimizer.step()`` (an L1 sub-gradient
-   on every BN scale);
-2. ``prune_to_params(model, target_params)``: remove the channels with the smallest BN scales, ranked
-   globally, until the parameter count reaches the target (MFSSD Table I: 22,785,625) within a tolerance;
-3. fine-tuning the pruned model like any other.
+   ``sparsity_step(pruner, model)`` on unscaled gradients before ``optimizer.step()`` (an L1 sub-gradient on
+   every BN scale);
+2. pruning by the paper's criterion, ``prune_by_criterion(model, example, ratio=...)`` (the share of
+   channels with the smallest |gamma|, ranked globally) or ``threshold=...`` (every channel with |gamma|
+   below it): the parameter count is then a measured outcome, in the returned ``PruneReport``, set against
+   Table I's 22,785,625;
+   or, labelled as such, the count-target mode ``prune_to_params(model, target_params)``: the global ratio
+   that lands on a given count (Table I's by default), where the count is the input, not a result;
+3. fine-tuning the pruned model like any other; ``accuracy_holds`` is the test for another round.
 
-``save_pruned`` / ``load_pruned`` store the pruned model as tensors and plain values only, so it loads with
-``torch.load(weights_only=True)``: the loader builds the unpruned registry model and shrinks every layer to
-the saved tensor shapes before loading the weights.
+``save_pruned`` / ``load_pruned`` (``detectors.ssd.pruned_io``) store a pruned model as tensors and plain
+values, so it loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from detectors.base import PostprocessConfig
-from detectors.registry import build_model
+from detectors.base import BATCH_NORMS
 from detectors.ssd.detector import SSDDetector
-from detectors.ssd.priors import PriorLevel
+from detectors.ssd.pruned_io import load_pruned, save_pruned
+
+__all__ = ["MFSSD_BN_PARAMS", "MFSSD_PRUNED_PARAMS", "PruneReport", "accuracy_holds", "load_pruned",
+           "make_slimming_pruner", "prune_by_criterion", "prune_to_params", "save_pruned", "sparsity_step"]
 
 MFSSD_BN_PARAMS = 33_713_888  # MFSSD Table I, 20 classes: before pruning
 MFSSD_PRUNED_PARAMS = 22_785_625  # and after
 _BISECTION_STEPS = 24  # the ratio to within 6e-8, far below one channel
-_FORMAT = "smallobj-bench/pruned-ssd/1"
-_BATCH_NORMS = nn.modules.batchnorm._BatchNorm
 
 
 def make_slimming_pruner(model: SSDDetector, example_inputs: Tensor,
@@ -57,13 +63,25 @@ def make_slimming_pruner(model: SSDDetector, example_inputs: Tensor,
 
 
 def sparsity_step(pruner: tp.pruner.BNScalePruner, model: nn.Module) -> None:
-    """Add ``reg * sign(gamma)`` to every BN scale gradient; call after ``backward`` and before ``step``."""
-    pruner.regularize(model)
+    """Add ``reg * sign(gamma)`` to every BN scale gradient; call on unscaled gradients before ``step``.
+
+    torch-pruning's ``regularize`` does the same for ``BatchNorm1d/2d/3d`` only, so under multi-GPU DDP,
+    where the trainer converts them to ``SyncBatchNorm``, it would skip every scale: this covers every
+    ``detectors.base.BATCH_NORMS`` layer (the pruner's ignored layers aside, as torch-pruning does).
+    """
+    ignored = set(pruner.ignored_layers)
+    with torch.no_grad():
+        for module in model.modules():
+            if (isinstance(module, BATCH_NORMS) and module.affine and module not in ignored
+                    and module.weight.grad is not None):
+                module.weight.grad.add_(pruner.reg * torch.sign(module.weight))
 
 
 def prune_to_params(model: SSDDetector, target_params: int | None = None,
                     example_inputs: Tensor | None = None, *, tolerance: float = 0.01) -> SSDDetector:
-    """Prune ``model`` in place to ``target_params`` trainable parameters (within ``tolerance``); return it.
+    """Count-target mode: prune ``model`` in place to ``target_params`` parameters (within ``tolerance``).
+
+    The parameter count is the input here, not an outcome: use ``prune_by_criterion`` to measure it.
 
     ``target_params=None`` applies Table I's reduction (33,713,888 -> 22,785,625) to ``model``'s own size:
     exactly Table I's count for MFSSD-BN with 20 classes, the same shrinkage for other class counts.
@@ -74,8 +92,10 @@ def prune_to_params(model: SSDDetector, target_params: int | None = None,
     if target_params is None:
         target_params = round(_trainable(model) * MFSSD_PRUNED_PARAMS / MFSSD_BN_PARAMS)
     if example_inputs is None:
-        example_inputs = torch.zeros(1, 3, model.input_size, model.input_size, device=model.priors.device)
+        example_inputs = _example(model)
+    params_before = _trainable(model)
     pruner = make_slimming_pruner(model, example_inputs)
+    channels_before = sum(len(imp) for _, _, imp in _scored_groups(pruner))
     low, high = 0.0, 1.0
     best_ratio, best_count = 0.0, _trainable(model)
     for _ in range(_BISECTION_STEPS):
@@ -89,11 +109,128 @@ def prune_to_params(model: SSDDetector, target_params: int | None = None,
                          f"{target_params:,} parameters within {tolerance:.1%} (closest: {best_count:,})")
     for group in _plan(pruner, best_ratio):
         group.prune()
-    model.features.out_channels = [conv.in_channels for conv in model.head.loc]
-    model.notes.append(f"network slimming (torch-pruning BNScalePruner, global |gamma| ranking, heads kept): "
-                       f"{_trainable(model):,} parameters (target {target_params:,}) at a global channel "
-                       f"ratio of {best_ratio:.4f}")
+    channels_after = sum(len(imp) for _, _, imp in _scored_groups(pruner))
+    report = PruneReport("count_target", target_params, None, 1 - channels_after / channels_before,
+                         channels_before, channels_after, params_before, _trainable(model))
+    _record(model, report)
     return model
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What one slimming cut did; in ``ratio`` and ``threshold`` mode the parameter count is measured.
+
+    ``mode`` is ``"ratio"``, ``"threshold"`` or ``"count_target"`` (the parameter count was the input);
+    ``requested`` the ratio, threshold or target count asked for; ``threshold`` the |gamma| below which
+    channels went (None in count-target mode, where the ratio is bisected); ``ratio`` the share of prunable
+    channels (those with a BN scale) removed; ``paper_params`` Table I's MFSSD-Pruned count.
+    """
+
+    mode: Literal["ratio", "threshold", "count_target"]
+    requested: float
+    threshold: float | None
+    ratio: float
+    channels_before: int
+    channels_after: int
+    params_before: int
+    params_after: int
+    paper_params: int = MFSSD_PRUNED_PARAMS
+
+    @property
+    def params_kept(self) -> float:
+        return self.params_after / self.params_before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "params_kept": self.params_kept}
+
+    def note(self) -> str:
+        method = "network slimming (torch-pruning, global |gamma| ranking, heads kept)"
+        if self.mode == "count_target":
+            head = (f"{method}, COUNT-TARGET mode: pruned to a given {self.requested:,.0f} parameters, so "
+                    f"the count is not a result")
+        else:
+            cut = {"ratio": "<=", "threshold": "<"}[self.mode]
+            bound = f" (|gamma| {cut} {self.threshold:.4g})" if self.threshold is not None else ""
+            head = f"{method} by {self.mode} {self.requested:g}{bound}"
+        removed = self.channels_before - self.channels_after
+        return (f"{head}: {removed:,} of {self.channels_before:,} channels ({self.ratio:.1%}) removed, "
+                f"{self.params_before:,} -> {self.params_after:,} parameters "
+                f"({self.params_kept:.1%} kept; Table I: {self.paper_params:,})")
+
+
+def prune_by_criterion(model: SSDDetector, example_inputs: Tensor | None = None, *,
+                       ratio: float | None = None, threshold: float | None = None,
+                       min_channels: int = 1) -> PruneReport:
+    """Prune ``model`` in place by the paper's γ criterion and report what came out.
+
+    Give exactly one of ``ratio`` (the share of all prunable channels to cut, those with the smallest
+    |gamma| across the network: the paper's "suitable compression ratio (or pruning rate)") or ``threshold``
+    (cut every channel whose |gamma| is below it: network slimming's global threshold). A channel's |gamma|
+    is averaged over the BNs coupled to it (concatenated fusion branches), as torch-pruning ranks it. Every
+    layer keeps at least ``min_channels`` channels, its largest-|gamma| ones (a layer cannot vanish). The
+    head is never pruned. The returned report is also appended to ``model.prune_reports`` and its note to
+    ``model.notes``.
+    """
+    if (ratio is None) == (threshold is None):
+        raise ValueError("give exactly one of ratio and threshold")
+    if ratio is not None and not 0 <= ratio < 1:
+        raise ValueError(f"ratio is the share of channels to cut, in [0, 1), got {ratio}")
+    if min_channels < 1:
+        raise ValueError("min_channels must be at least 1")
+    example_inputs = _example(model) if example_inputs is None else example_inputs
+    params_before = _trainable(model)
+    pruner = make_slimming_pruner(model, example_inputs)
+    scored = _scored_groups(pruner)
+    scores = torch.cat([imp for _, _, imp in scored])
+    if ratio is not None:
+        count = math.floor(ratio * len(scores))
+        cut = torch.zeros(len(scores), dtype=torch.bool)
+        cut[torch.sort(scores, stable=True).indices[:count]] = True
+        effective = float(scores[cut].max()) if count else None
+    else:
+        cut, effective = scores < threshold, threshold
+    start = 0
+    for module, handler, imp in scored:  # groups are disjoint: cutting one leaves the others' indices valid
+        mine, start = cut[start:start + len(imp)], start + len(imp)
+        spare = torch.argsort(imp, descending=True, stable=True)[:min_channels]
+        mine = mine.clone()
+        mine[spare] = False
+        idxs = mine.nonzero().flatten().tolist()
+        if idxs:
+            pruner.DG.get_pruning_group(module, handler, idxs).prune()
+    after = sum(len(imp) for _, _, imp in _scored_groups(pruner))
+    mode, requested = ("ratio", ratio) if ratio is not None else ("threshold", threshold)
+    report = PruneReport(mode, requested, effective, 1 - after / len(scores), len(scores), after,
+                         params_before, _trainable(model))
+    _record(model, report)
+    return report
+
+
+def accuracy_holds(reference: float, current: float, max_drop: float) -> bool:
+    """Fig. 3's test for another slimming round: the fine-tuned accuracy is within ``max_drop`` of the
+    unpruned ``reference`` (same metric and units, e.g. mAP points)."""
+    return current >= reference - max_drop
+
+
+def _example(model: SSDDetector) -> Tensor:
+    return torch.zeros(1, 3, model.input_size, model.input_size, device=model.priors.device)
+
+
+def _scored_groups(pruner: tp.pruner.BNScalePruner) -> list[tuple[nn.Module, Any, Tensor]]:
+    """(root module, pruning function, per-channel |gamma|) of every group the pruner may cut."""
+    out = []
+    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                          root_module_types=pruner.root_module_types):
+        imp = pruner.importance(group)
+        if imp is not None:
+            out.append((group[0].dep.target.module, group[0].dep.handler, imp.detach().cpu()))
+    return out
+
+
+def _record(model: SSDDetector, report: PruneReport) -> None:
+    model.features.out_channels = [conv.in_channels for conv in model.head.loc]
+    model.prune_reports = [*getattr(model, "prune_reports", []), report.to_dict()]
+    model.notes.append(report.note())
 
 
 def _trainable(model: nn.Module) -> int:
@@ -114,7 +251,7 @@ def _count_after(model: nn.Module, pruner: tp.pruner.BNScalePruner, groups: Iter
     for group in groups:
         for dep, idxs in group:
             layer = dep.target.module
-            if isinstance(layer, _BATCH_NORMS) or pruner.DG.is_out_channel_pruning_fn(dep.handler):
+            if isinstance(layer, BATCH_NORMS) or pruner.DG.is_out_channel_pruning_fn(dep.handler):
                 removed_out[layer].update(idxs)
             else:
                 removed_in[layer].update(idxs)
@@ -123,7 +260,7 @@ def _count_after(model: nn.Module, pruner: tp.pruner.BNScalePruner, groups: Iter
         params = [p for p in layer.parameters(recurse=False) if p.requires_grad]
         if not params or (layer not in removed_out and layer not in removed_in):
             total += sum(p.numel() for p in params)
-        elif isinstance(layer, _BATCH_NORMS):
+        elif isinstance(layer, BATCH_NORMS):
             total += len(params) * (layer.num_features - len(removed_out[layer]))
         elif isinstance(layer, nn.Conv2d) and layer.groups == 1:
             out = layer.out_channels - len(removed_out[layer])
@@ -132,48 +269,3 @@ def _count_after(model: nn.Module, pruner: tp.pruner.BNScalePruner, groups: Iter
         else:
             raise NotImplementedError(f"parameter count after pruning a {type(layer).__name__}")
     return total
-
-
-def save_pruned(model: SSDDetector, path: str | Path, base: str = "mfssd300_bn") -> None:
-    """Save a pruned model as tensors and plain values; ``base`` is the registry model it was pruned from."""
-    torch.save({"format": _FORMAT, "base": base, "name": model.name, "num_classes": model.num_classes,
-                "postprocess": asdict(model.postprocess_config), "notes": list(model.notes),
-                "levels": [(lv.feature_size, lv.step, lv.shapes) for lv in model.levels],
-                "priors": model.priors.cpu(), "state_dict": model.state_dict()}, path)
-
-
-def load_pruned(path: str | Path, map_location: str | torch.device = "cpu") -> SSDDetector:
-    """Rebuild a model saved by ``save_pruned``; the file is read with ``weights_only=True``."""
-    saved = torch.load(path, map_location=map_location, weights_only=True)
-    if saved.get("format") != _FORMAT:
-        raise ValueError(f"{path}: not a pruned-model file of this project (format {saved.get('format')!r})")
-    model = build_model(saved["base"], saved["num_classes"],
-                        postprocess=PostprocessConfig(**saved["postprocess"]))
-    _shrink_to(model, saved["state_dict"])
-    model.load_state_dict(saved["state_dict"])
-    model.features.out_channels = [conv.in_channels for conv in model.head.loc]
-    model.levels = [PriorLevel(size, step, tuple(map(tuple, shapes)))
-                    for size, step, shapes in saved["levels"]]
-    model.priors = saved["priors"]
-    model.name = saved["name"]
-    model.notes[:] = saved["notes"]
-    return model.to(map_location)
-
-
-def _shrink_to(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
-    """Give every conv and BN of ``model`` the channel counts of its tensors in ``state_dict``."""
-    for name, layer in model.named_modules():
-        prefix = f"{name}." if name else ""
-        weight = state_dict.get(f"{prefix}weight")
-        if weight is None or weight.shape == layer.weight.shape:
-            continue
-        if isinstance(layer, nn.Conv2d):
-            layer.out_channels, layer.in_channels = weight.shape[0], weight.shape[1] * layer.groups
-        elif isinstance(layer, _BATCH_NORMS):
-            layer.num_features = weight.shape[0]
-        else:
-            raise NotImplementedError(f"{name}: cannot resize a {type(layer).__name__}")
-        for attr, tensor in [*layer.named_parameters(recurse=False), *layer.named_buffers(recurse=False)]:
-            empty = torch.empty_like(state_dict[f"{prefix}{attr}"])
-            setattr(layer, attr, nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter)
-                    else empty)

@@ -52,7 +52,7 @@ def ap_by_size(run: Run, path: Path) -> Path:
                          dtype=float).T * 100
     if table.empty:
         raise NotApplicable("no model has COCO metrics in this run")
-    colours = model_colours(table.index)
+    colours = model_colours(table.index, run.zoo)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(SIZE_METRICS) * max(1, len(table) / 4)), 3.2))
     width = 0.8 / len(table)
     x = np.arange(len(SIZE_METRICS))
@@ -75,7 +75,7 @@ def small_class_view(run: Run, paper_table: pd.DataFrame, path: Path) -> Path:
     paper = paper_table.pivot_table(index="model", columns="class", values="value", sort=False)
     paper = paper.reindex(columns=list(DFSSD_SMALL_CLASSES))
     series = [(f"paper: {label}", row, "grey", "//") for label, row in paper.iterrows()]
-    colours = model_colours(measured.index)
+    colours = model_colours(measured.index, run.zoo)
     series += [(f"run: {name}", row, colours[name], None) for name, row in measured.iterrows()]
     if not series:
         raise NotApplicable("neither the paper registry nor the run has these classes")

@@ -39,7 +39,7 @@ def pr_per_class(run: Run, path: Path, limit: int = MAX_PR_PANELS) -> Path:
     if not curves or not classes:
         raise NotApplicable("no model has PR curve points (pr_curves.csv absent or empty) for a class with "
                             "test objects")
-    colours = model_colours(curves)
+    colours = model_colours(curves, run.zoo)
     cols = min(4, len(classes))
     rows = -(-len(classes) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False, sharex=True,
@@ -86,7 +86,7 @@ def yolo_vs_ssd(run: Run, path: Path) -> Path:
     pair = [best_of(run, "yolov5"), best_of(run, "ssd")]
     if None in pair:
         raise NotApplicable("needs a finished YOLOv5 model and a finished SSD-family model with PR curves")
-    colours = model_colours(pair)
+    colours = model_colours(pair, run.zoo)
     fig, ax = plt.subplots(figsize=(4.5, 3.6))
     for label, name in zip(("Algorithm 1 (YOLOv5)", "Algorithm 2 (SSD family)"), pair, strict=True):
         ax.plot(RECALL_GRID, mean_pr(run.models[name].pr_curves), color=colours[name], lw=1.6,
@@ -105,7 +105,7 @@ def roc_curves(run: Run, path: Path) -> Path:
     curves = _curves(run, "roc_curves")
     if not curves:
         raise NotApplicable("no model has ROC-style curve points (roc_curves.csv absent or empty)")
-    colours = model_colours(curves)
+    colours = model_colours(curves, run.zoo)
     fppi_grid = np.logspace(-3, 1, 60)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, frame in curves.items():

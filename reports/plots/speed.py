@@ -26,7 +26,7 @@ def fps_chart(run: Run, path: Path) -> Path:
         raise NotApplicable("no model was timed in this run")
     table["setting"] = (table["protocol"] + " " + table["precision"] + " b" + table["batch"].astype(str))
     wide = table.pivot_table(index="model", columns="setting", values="fps", sort=False)
-    colours = model_colours(wide.index)
+    colours = model_colours(wide.index, run.zoo)
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * wide.shape[1] + 0.25 * wide.size), 3.4))
     width = 0.8 / len(wide)
     x = np.arange(wide.shape[1])
@@ -58,7 +58,7 @@ def speed_accuracy(run: Run, path: Path) -> Path:
     ])
     if points.empty:
         raise NotApplicable("needs models with both a `model` fp32 timing and COCO AP50")
-    colours = model_colours(points["model"])
+    colours = model_colours(points["model"], run.zoo)
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     ax.plot(front["fps"], front["ap"], color="0.6", lw=1, ls="--", label="Pareto front")

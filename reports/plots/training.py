@@ -29,7 +29,7 @@ def training_curves(run: Run, path: Path) -> Path:
             if m.train_log is not None and not m.train_log.empty and "loss" in m.train_log}
     if not logs:
         raise NotApplicable("no model wrote a training log")
-    colours = model_colours(logs)
+    colours = model_colours(logs, run.zoo)
     fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, log in logs.items():
         step = global_step(log)

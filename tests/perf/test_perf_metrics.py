@@ -50,3 +50,60 @@ def test_full_metric_set_vs_pycocotools(benchmark, tmp_path: Path) -> None:  # t
     metrics = json.loads((out / "metrics.json").read_text())
     assert [metrics["coco"][k] for k in KEYS] == pycocotools["stats"]
     assert peak_gb < 4
+
+
+BOOTSTRAP_RESAMPLES = 1000
+UFCOCO = """
+import sys, time, contextlib, io
+from ultrafast_pycocotools import COCO, COCOeval
+with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(sys.argv[1]); dt = gt.loadRes(sys.argv[2])
+    start = time.perf_counter()
+    ev = COCOeval(gt, dt, "bbox"); ev.evaluate(); ev.accumulate(); ev.summarize()
+print(time.perf_counter() - start)
+"""
+
+
+@pytest.mark.perf
+def test_bootstrap_1000_resamples(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """1,000 image resamples of the COCO and AI-TOD intervals on the 2,000-image problem (issue 12: "in
+    seconds"), in process; reference: ultrafast-pycocotools' COCO evaluation of the same files, in the same
+    run. The unit-weight resample is checked against the point estimate first."""
+    import numpy as np
+
+    from bench.data.coco import read_coco
+    from bench.metrics import DetectionResults
+    from bench.metrics.bootstrap import point_values, resample_weights, resampled_values
+    from bench.metrics.coco import CocoBoxes
+    from bench.metrics.protocols import get_protocol
+    from bench.metrics.small_objects import protocol_rows, protocol_run, shared_matching
+
+    gt_path, dt_path = write_problem(tmp_path / "problem", n_images=2000, n_classes=80, dets_per_image=100,
+                                     seed=0)
+    ds = read_coco(gt_path)
+    dets = DetectionResults.from_coco_json(dt_path, ds)
+    truth = CocoBoxes.ground_truth_from_coco(json.loads(gt_path.read_text()), list(ds.category_ids))
+    det = CocoBoxes.detections(dets.image_id, dets.label, dets.xywh, dets.score)
+    ids = np.array([r.image_id for r in ds.records])
+    protocols = [get_protocol("coco"), get_protocol("aitod")]
+    matching = shared_matching(truth, det, ids, list(ds.category_ids), protocols, None)
+    runs = [(protocol_run(matching, p), protocol_rows(p)) for p in protocols]
+    unit = resampled_values(runs[0][0], runs[0][1], np.ones((1, len(ids)), np.int64))
+    assert abs(unit["AP"][0] - point_values(*runs[0])["AP"]) < 1e-12
+    weights = resample_weights(len(ids), BOOTSTRAP_RESAMPLES, 0)
+
+    def resample() -> float:
+        start = time.perf_counter()
+        cache: dict = {}
+        for run, rows in runs:
+            resampled_values(run, rows, weights, cache)
+        return time.perf_counter() - start
+
+    seconds = benchmark.pedantic(resample, rounds=1, iterations=1)
+    reference = subprocess.run([sys.executable, "-c", UFCOCO, str(gt_path), str(dt_path)], check=True,
+                               capture_output=True, text=True)
+    ultrafast_s = float(reference.stdout.strip())
+    benchmark.extra_info.update({"bootstrap_s": seconds, "ultrafast_coco_eval_s": ultrafast_s,
+                                 "ratio": seconds / ultrafast_s})
+    print(f"\nbootstrap {BOOTSTRAP_RESAMPLES} resamples x (coco + aitod) {seconds:.2f} s | ultrafast "
+          f"COCOeval {ultrafast_s:.2f} s | ratio {seconds / ultrafast_s:.1f}")

@@ -1,98 +1,73 @@
 """FSSD300 (Li & Zhou 2017, arXiv 1712.00960): fuse conv4_3, fc7 and conv7_2 at 38x38, then a new pyramid.
 
 Layout of the PyTorch port lzx1413/PytorchSSD ``models/FSSD_vgg.py`` (the one whose parameter count,
-34,132,960 with 20 classes, is the FSSD row of MFSSD's Table I). The pyramid builder and the 11,620-prior
-configuration are exported for MFSSD, which reuses them with a 1024-channel fusion and BN.
+34,132,960 with 20 classes, is the FSSD row of MFSSD's Table I). Also ``fssd300_8732``: the same network with
+SSD300's 8,732-prior layout, seed 001 Table IV's "FSSD VGG 78.8 65.8 8732" row.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detectors.base import PostprocessConfig
 from detectors.registry import register
+from detectors.ssd.ablation import ABLATION_OPTIONS, Ablation, assemble
 from detectors.ssd.detector import SSDDetector
-from detectors.ssd.necks.ssd import SSD300_PRIOR_SIZES, PriorSet, prior_sizes, sized_levels
-from detectors.ssd.priors import PriorLevel
-from detectors.ssd.vgg import VGG16
+from detectors.ssd.layers import conv_block, conv_stack, init_convs, run_in_sequence, upsample_to, vgg_body
+from detectors.ssd.priors import SSD300_BOXES, PriorLevel, PriorSet, ssd300_levels
+from detectors.ssd.vgg import Fc6
 
 FSSD_PAPER = "Li & Zhou, FSSD: Feature Fusion Single Shot Multibox Detector, arXiv 1712.00960"
+OPTIONS = frozenset({"pretrained_backbone", "prior_set", *ABLATION_OPTIONS})
 
-FSSD_PYRAMID_CHANNELS = [512, 512, 256, 256, 256, 256]
-_PYRAMID_STRIDE_PADDING = [(1, 1), (2, 1), (2, 1), (2, 1), (1, 0), (1, 0)]  # 38 -> 38, 19, 10, 5, 3, 1
+# The "new pyramid" on the fused 38x38 map: six 3x3 conv blocks, (channels, stride, padding), 38 -> 38, 19,
+# 10, 5, 3, 1; every output is a prediction map.
+FSSD_PYRAMID = [(512, 1, 1), (512, 2, 1), (256, 2, 1), (256, 2, 1), (256, 1, 0), (256, 1, 0)]
+FSSD_PYRAMID_CHANNELS = [channels for channels, _, _ in FSSD_PYRAMID]
 FSSD300_BOXES = (6, 6, 6, 6, 4, 4)  # PytorchSSD / dlyldxwl; Caffe's 4/6/6/4/4/4 would give 8,682 priors
-FUSION_SIZE_300 = 38
-
-
-def conv_block(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
-               batch_norm: bool = False) -> nn.Sequential:
-    """Conv + ReLU, or conv without bias + BN + ReLU (the BN already provides the shift)."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=not batch_norm)
-    layers: list[nn.Module] = [conv, nn.BatchNorm2d(out_channels)] if batch_norm else [conv]
-    return nn.Sequential(*layers, nn.ReLU(inplace=True))
-
-
-def fssd_pyramid(in_channels: int, batch_norm: bool) -> nn.ModuleList:
-    """FSSD's "new pyramid" on the fused 38x38 map: six 3x3 conv blocks giving 38/19/10/5/3/1 maps.
-
-    Apply the layers in sequence and predict on every output; channels are ``FSSD_PYRAMID_CHANNELS``.
-    """
-    layers, prev = [], in_channels
-    for out, (stride, padding) in zip(FSSD_PYRAMID_CHANNELS, _PYRAMID_STRIDE_PADDING, strict=True):
-        layers.append(conv_block(prev, out, 3, stride, padding, batch_norm))
-        prev = out
-    return nn.ModuleList(layers)
 
 
 def fssd300_levels(prior_set: PriorSet = "voc") -> list[PriorLevel]:
     """11,620 priors: SSD300's sizes and steps with boxes 6/6/6/6/4/4 on the pyramid's 38/19/10/5/3/1 maps."""
-    return sized_levels(prior_sizes(SSD300_PRIOR_SIZES, prior_set), FSSD300_BOXES, 300)
-
-
-def upsample_to(x: Tensor, size: int) -> Tensor:
-    """Bilinear resize to ``size x size`` with ``align_corners=True``, as PytorchSSD's fusion does."""
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=True)
+    return ssd300_levels(prior_set, FSSD300_BOXES)
 
 
 class FSSDFeatures(nn.Module):
-    """VGG16 -> conv6/7 extras -> 1x1 transforms of conv4_3, fc7, conv7_2 -> concat, BN(768) -> pyramid."""
+    """VGG16 -> conv6/7 extras -> 1x1 transforms of conv4_3, fc7, conv7_2 -> concat, BN(768) -> pyramid.
 
-    def __init__(self, pretrained_backbone: bool = False):
+    The fusion resolution is conv4_3's (38 at 300), so any input size works.
+    """
+
+    def __init__(self, pretrained_backbone: bool = False, fc6: Fc6 = "atrous"):
         super().__init__()
-        self.vgg = VGG16(batch_norm=False)
-        if pretrained_backbone:
-            self.vgg.load_imagenet()
+        self.vgg = vgg_body(pretrained_backbone, fc6=fc6)
+        fc7 = self.vgg.channels["fc7"]
         # PytorchSSD extras: conv6_2 unpadded (19 -> 17), so conv7_2 is 9x9 (Caffe: 10x10; same parameters).
         self.extras = nn.Sequential(
-            nn.Conv2d(1024, 256, 1), nn.ReLU(inplace=True), nn.Conv2d(256, 512, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(fc7, 256, 1), nn.ReLU(inplace=True), nn.Conv2d(256, 512, 3), nn.ReLU(inplace=True),
             nn.Conv2d(512, 128, 1), nn.ReLU(inplace=True), nn.Conv2d(128, 256, 3, stride=2, padding=1),
             nn.ReLU(inplace=True))
-        self.transforms = nn.ModuleList(conv_block(c, 256, 1) for c in (512, 1024, 256))
+        self.transforms = nn.ModuleList(conv_block(c, 256, 1) for c in (512, fc7, 256))
         self.fusion_bn = nn.BatchNorm2d(768)
-        self.pyramid = fssd_pyramid(768, batch_norm=False)
-        for conv in [*self.extras.modules(), *self.transforms.modules(), *self.pyramid.modules()]:
-            if isinstance(conv, nn.Conv2d):  # PytorchSSD's init
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out")
-                nn.init.zeros_(conv.bias)
+        self.pyramid = conv_stack(768, FSSD_PYRAMID, batch_norm=False)
+        init_convs([self.extras, self.transforms, self.pyramid], "kaiming_fan_out")  # PytorchSSD's init
         self.out_channels = list(FSSD_PYRAMID_CHANNELS)
+        self.map_names = [f"pyramid{i}" for i in range(len(FSSD_PYRAMID))]
+
+    def truncate(self, num_maps: int) -> None:
+        """Keep the first ``num_maps`` pyramid layers (the later ones feed no prediction)."""
+        del self.pyramid[num_maps:]
+        self.map_names, self.out_channels = self.map_names[:num_maps], self.out_channels[:num_maps]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         taps = self.vgg(x)
+        size = taps["conv4_3"].shape[-1]
         sources = [taps["conv4_3"], taps["fc7"], self.extras(taps["fc7"])]
-        fused = [upsample_to(t(s), FUSION_SIZE_300) for t, s in zip(self.transforms, sources, strict=True)]
-        x = self.fusion_bn(torch.cat(fused, 1))
-        return pyramid_maps(self.pyramid, x)
-
-
-def pyramid_maps(pyramid: nn.ModuleList, x: Tensor) -> list[Tensor]:
-    """Run the pyramid layers in sequence; every layer's output is a prediction map (finest first)."""
-    maps = []
-    for layer in pyramid:
-        x = layer(x)
-        maps.append(x)
-    return maps
+        fused = [upsample_to(t(s), size) for t, s in zip(self.transforms, sources, strict=True)]
+        return run_in_sequence(self.pyramid, self.fusion_bn(torch.cat(fused, 1)))
 
 
 _FSSD_NOTES = [
@@ -105,8 +80,27 @@ _FSSD_NOTES = [
 ]
 
 
-@register("fssd300", family="ssd", input_size=300)
+def _build_fssd(boxes: tuple[int, ...], num_classes: int, pretrained_backbone: bool, prior_set: PriorSet,
+                postprocess: PostprocessConfig | None, options: dict[str, Any],
+                extra_notes: tuple[str, ...] = ()) -> SSDDetector:
+    ablation = Ablation.from_options(options)
+    levels = ssd300_levels(prior_set, boxes)
+    return assemble(lambda pretrained: FSSDFeatures(pretrained, ablation.fc6), levels, 300, ablation,
+                    num_classes, pretrained_backbone=pretrained_backbone, paper=FSSD_PAPER,
+                    notes=[*_FSSD_NOTES, *extra_notes], postprocess=postprocess)
+
+
+@register("fssd300", family="ssd", input_size=300, options=OPTIONS)
 def fssd300(num_classes: int, *, pretrained_backbone: bool = False, prior_set: PriorSet = "voc",
-            postprocess: PostprocessConfig | None = None) -> SSDDetector:
-    return SSDDetector(FSSDFeatures(pretrained_backbone), fssd300_levels(prior_set), num_classes, 300,
-                       paper=FSSD_PAPER, notes=list(_FSSD_NOTES), clip_priors=False, postprocess=postprocess)
+            postprocess: PostprocessConfig | None = None, **ablation: Any) -> SSDDetector:
+    return _build_fssd(FSSD300_BOXES, num_classes, pretrained_backbone, prior_set, postprocess, ablation)
+
+
+@register("fssd300_8732", family="ssd", input_size=300, options=OPTIONS)
+def fssd300_8732(num_classes: int, *, pretrained_backbone: bool = False, prior_set: PriorSet = "voc",
+                 postprocess: PostprocessConfig | None = None, **ablation: Any) -> SSDDetector:
+    """FSSD300 with SSD300's 8,732 priors: seed 001 Table IV's "FSSD VGG 78.8 65.8 8732" row."""
+    return _build_fssd(SSD300_BOXES, num_classes, pretrained_backbone, prior_set, postprocess, ablation, (
+        "8,732 priors: SSD300's layout (boxes 4/6/6/6/4/4, SSD300 sizes) on the pyramid's 38/19/10/5/3/1 "
+        "maps, for seed 001 Table IV's 'FSSD VGG 78.8 65.8 8732' row; the network is fssd300's (only the "
+        "conv4_3-resolution head has 4 instead of 6 boxes)",))

@@ -9,61 +9,67 @@ MFSSD-Pruned (Table I: 22,785,625) is MFSSD-BN after the network-slimming stages
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from detectors.base import PostprocessConfig
 from detectors.registry import register
+from detectors.ssd.ablation import ABLATION_OPTIONS, Ablation, assemble
 from detectors.ssd.detector import SSDDetector
-from detectors.ssd.necks.fssd import (
-    FSSD_PYRAMID_CHANNELS,
-    FUSION_SIZE_300,
-    conv_block,
-    fssd300_levels,
-    fssd_pyramid,
-    pyramid_maps,
-    upsample_to,
-)
-from detectors.ssd.necks.ssd import PriorSet
-from detectors.ssd.pruning import prune_to_params
-from detectors.ssd.vgg import VGG16
+from detectors.ssd.layers import conv_block, conv_stack, init_convs, run_in_sequence, upsample_to, vgg_body
+from detectors.ssd.priors import SIX_ON_CONV4_3_BOXES, PriorLevel, PriorSet, ssd300_levels
+from detectors.ssd.slimming_plan import slimming_plan
+from detectors.ssd.vgg import Fc6
 
 MFSSD_PAPER = ("Wang, Zhang, Hong, Zhou, Small Object Detection Based on Modified FSSD and Model "
                "Compression, arXiv 2108.10503")
 
+OPTIONS = frozenset({"pretrained_backbone", "prior_set", *ABLATION_OPTIONS})
+
 # Fused channels per VGG tap: conv4_3 gets half of the 1024 (the paper's 2:1:1).
 FUSION_CHANNELS = {"conv4_3": 512, "conv5_3": 256, "fc7": 256}
-PRUNED_STRUCTURE_SEED = 0
+# FSSD's "new pyramid", which the paper keeps (§II.A): (channels, stride, padding), 38 -> 38/19/10/5/3/1.
+PYRAMID = [(512, 1, 1), (512, 2, 1), (256, 2, 1), (256, 2, 1), (256, 1, 0), (256, 1, 0)]
+
+
+def mfssd300_levels(prior_set: PriorSet = "voc") -> list[PriorLevel]:
+    """11,620 priors: SSD300's sizes with 6 boxes on the 38x38 map (§III.A), boxes 6/6/6/6/4/4."""
+    return ssd300_levels(prior_set, SIX_ON_CONV4_3_BOXES)
 
 
 class MFSSDFeatures(nn.Module):
     """VGG16 -> 1x1 conv + BN + ReLU on conv4_3/conv5_3/fc7 -> bilinear to 38 -> concat + BN(1024) -> pyramid.
 
     ``batch_norm`` puts BN after the 13 VGG 3x3 convs (MFSSD-BN); the fusion and pyramid always use BN,
-    which is what makes the plain MFSSD land on Table I's count.
+    which is what makes the plain MFSSD land on Table I's count. The fusion resolution is conv4_3's (38 at
+    300).
     """
 
-    def __init__(self, batch_norm: bool, pretrained_backbone: bool = False):
+    def __init__(self, batch_norm: bool, pretrained_backbone: bool = False, fc6: Fc6 = "atrous"):
         super().__init__()
-        self.vgg = VGG16(batch_norm=batch_norm)
-        if pretrained_backbone:
-            self.vgg.load_imagenet()
-        self.transforms = nn.ModuleDict({tap: conv_block(VGG16.channels[tap], out, 1, batch_norm=True)
+        self.vgg = vgg_body(pretrained_backbone, batch_norm, fc6)
+        self.transforms = nn.ModuleDict({tap: conv_block(self.vgg.channels[tap], out, 1, batch_norm=True)
                                          for tap, out in FUSION_CHANNELS.items()})
         fused_channels = sum(FUSION_CHANNELS.values())
         self.fusion_bn = nn.BatchNorm2d(fused_channels)
-        self.pyramid = fssd_pyramid(fused_channels, batch_norm=True)
-        for conv in [*self.transforms.modules(), *self.pyramid.modules()]:
-            if isinstance(conv, nn.Conv2d):  # as FSSD (PytorchSSD's init)
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out")
-        self.out_channels = list(FSSD_PYRAMID_CHANNELS)
+        self.pyramid = conv_stack(fused_channels, PYRAMID, batch_norm=True)
+        init_convs([self.transforms, self.pyramid], "kaiming_fan_out")  # as FSSD (PytorchSSD's init)
+        self.out_channels = [channels for channels, _, _ in PYRAMID]
+        self.map_names = [f"pyramid{i}" for i in range(len(PYRAMID))]
+
+    def truncate(self, num_maps: int) -> None:
+        """Keep the first ``num_maps`` pyramid layers (the later ones feed no prediction)."""
+        del self.pyramid[num_maps:]
+        self.map_names, self.out_channels = self.map_names[:num_maps], self.out_channels[:num_maps]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         taps = self.vgg(x)
-        fused = torch.cat([upsample_to(transform(taps[tap]), FUSION_SIZE_300)
+        size = taps["conv4_3"].shape[-1]
+        fused = torch.cat([upsample_to(transform(taps[tap]), size)
                            for tap, transform in self.transforms.items()], 1)
-        x = self.fusion_bn(fused)
-        return pyramid_maps(self.pyramid, x)
+        return run_in_sequence(self.pyramid, self.fusion_bn(fused))
 
 
 _MFSSD_NOTES = [
@@ -77,50 +83,42 @@ _MFSSD_NOTES = [
 
 
 def _build_mfssd(num_classes: int, batch_norm: bool, pretrained_backbone: bool, prior_set: PriorSet,
-                 postprocess: PostprocessConfig | None) -> SSDDetector:
+                 postprocess: PostprocessConfig | None, options: dict[str, Any] | None = None) -> SSDDetector:
+    ablation = Ablation.from_options(options or {})
     notes = list(_MFSSD_NOTES)
     if batch_norm:
         notes.append("MFSSD-BN: the 13 VGG 3x3 convs lose their bias and gain BN (+4,224 parameters, "
                      "Table I); fc6/fc7 stay without BN")
-    return SSDDetector(MFSSDFeatures(batch_norm, pretrained_backbone), fssd300_levels(prior_set), num_classes,
-                       300, paper=MFSSD_PAPER, notes=notes, clip_priors=False, postprocess=postprocess)
+    return assemble(lambda pretrained: MFSSDFeatures(batch_norm, pretrained, ablation.fc6),
+                    mfssd300_levels(prior_set), 300, ablation, num_classes,
+                    pretrained_backbone=pretrained_backbone, paper=MFSSD_PAPER, notes=notes,
+                    postprocess=postprocess)
 
 
-@register("mfssd300", family="ssd", input_size=300)
+@register("mfssd300", family="ssd", input_size=300, options=OPTIONS)
 def mfssd300(num_classes: int, *, pretrained_backbone: bool = False, prior_set: PriorSet = "voc",
-             postprocess: PostprocessConfig | None = None) -> SSDDetector:
-    return _build_mfssd(num_classes, False, pretrained_backbone, prior_set, postprocess)
+             postprocess: PostprocessConfig | None = None, **ablation: Any) -> SSDDetector:
+    return _build_mfssd(num_classes, False, pretrained_backbone, prior_set, postprocess, ablation)
 
 
-@register("mfssd300_bn", family="ssd", input_size=300)
+@register("mfssd300_bn", family="ssd", input_size=300, options=OPTIONS)
 def mfssd300_bn(num_classes: int, *, pretrained_backbone: bool = False, prior_set: PriorSet = "voc",
-                postprocess: PostprocessConfig | None = None) -> SSDDetector:
-    return _build_mfssd(num_classes, True, pretrained_backbone, prior_set, postprocess)
+                postprocess: PostprocessConfig | None = None, **ablation: Any) -> SSDDetector:
+    return _build_mfssd(num_classes, True, pretrained_backbone, prior_set, postprocess, ablation)
 
 
-@register("mfssd300_pruned", family="ssd", input_size=300)
+@register("mfssd300_pruned", family="ssd", input_size=300, plan=slimming_plan)
 def mfssd300_pruned(num_classes: int, *, pretrained_backbone: bool = False, prior_set: PriorSet = "voc",
                     postprocess: PostprocessConfig | None = None) -> SSDDetector:
-    """MFSSD-BN pruned to Table I's size by seeded stand-in BN scales: the architecture, not a trained model.
+    """MFSSD-Pruned: the network its plan starts from is MFSSD-BN (ImageNet backbone when asked).
 
-    The real MFSSD-Pruned comes from the runner's three stages on ``mfssd300_bn`` (sparse training, pruning,
-    fine-tuning); this builder gives a model of the same size for listings, FLOPs and speed.
+    Its registry plan (``detectors.ssd.slimming_plan``) sparse-trains it, prunes it by the BN-scale criterion
+    (the suite's ``recipe.pruning``: a global ratio or threshold; Table I's count is then compared, not
+    targeted) and fine-tunes it; ``detectors.registry.build_preview`` gives the pruned architecture without
+    training.
     """
-    if pretrained_backbone:
-        raise ValueError("mfssd300_pruned is the output of the slimming stages (detectors.ssd.pruning); load "
-                         "the ImageNet backbone into mfssd300_bn, the model those stages start from")
-    model = _build_mfssd(num_classes, True, False, prior_set, postprocess)
-    batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    generator = torch.Generator().manual_seed(PRUNED_STRUCTURE_SEED)
-    with torch.no_grad():
-        for bn in batch_norms:  # stand-in for the scales that sparse training would leave
-            bn.weight.copy_(torch.rand(bn.num_features, generator=generator))
-    prune_to_params(model)
-    with torch.no_grad():
-        for bn in batch_norms:  # back to a fresh initialisation
-            bn.weight.fill_(1.0)
-    model.notes.append(f"structure only: channels ranked by BN scales drawn from U(0, 1) with seed "
-                       f"{PRUNED_STRUCTURE_SEED}, weights freshly initialised; the trained MFSSD-Pruned "
-                       f"comes from the runner's stages on mfssd300_bn (sparse training with L1 on BN "
-                       f"scales, global pruning to Table I's size, fine-tuning)")
+    model = _build_mfssd(num_classes, True, pretrained_backbone, prior_set, postprocess)
+    model.notes.append("MFSSD-Pruned = MFSSD-BN after its training plan: sparse training with L1 on BN "
+                       "scales, a global BN-scale cut (its note gives the criterion and the measured count), "
+                       "fine-tuning")
     return model

@@ -1,14 +1,16 @@
-"""YOLOv5 n/s/m/l/x through ultralytics 8: its model, its loss and its NMS behind the ``Detector`` interface.
+"""YOLOv5u n/s/m/l/x (``yolov5nu`` ... ``yolov5xu``): ultralytics 8's model, loss and NMS behind ``Detector``.
 
 This is ultralytics' *YOLOv5u*: the YOLOv5 backbone and neck with the anchor-free, decoupled YOLOv8 ``Detect``
-head (distribution focal loss, task-aligned assignment), not the anchor-based v6/v7 release that seed 000
-trains. The architecture comes from the yaml packaged with ultralytics, so nothing is downloaded.
+head (distribution focal loss, task-aligned assignment), not the anchor-based v6.x release that seed 000
+trains (that one is ``yolov5n`` ... ``yolov5x``, ``detectors.yolov5.detector``). The architecture comes from
+the yaml packaged with ultralytics, so nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 # Before ultralytics is imported: it decides at import time whether it is online (else it probes DNS).
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -30,6 +32,7 @@ from detectors.base import (
     Target,
 )
 from detectors.registry import Builder, register
+from detectors.yolov5.optim import ultralytics_param_groups
 
 SCALES = ("n", "s", "m", "l", "x")
 STRIDE = 32  # coarsest feature stride (P5): the input side must be a multiple of it
@@ -38,7 +41,7 @@ STRIDE = 32  # coarsest feature stride (P5): the input side must be a multiple o
 ULTRALYTICS_NOMINAL_BATCH = 64
 
 
-class YOLOv5Detector(Detector):
+class YOLOv5uDetector(Detector):
     """Ultralytics' ``DetectionModel`` built from ``yolov5{scale}.yaml`` for ``num_classes`` classes.
 
     ``forward`` follows ultralytics' modes: in eval mode it returns the decoded predictions ``(B, 4 + K, A)``
@@ -47,7 +50,7 @@ class YOLOv5Detector(Detector):
     """
 
     family = "yolov5"
-    paper = ("YOLOv5 (Ultralytics); built as ultralytics 8 'YOLOv5u' with the anchor-free v8 Detect head, "
+    paper = ("YOLOv5u (ultralytics 8): the YOLOv5 backbone and neck with the anchor-free v8 Detect head, "
              "not the anchor-based YOLOv5 of seed 000")
 
     def __init__(self, scale: str, num_classes: int, input_size: int = 640,
@@ -57,7 +60,7 @@ class YOLOv5Detector(Detector):
         if input_size <= 0 or input_size % STRIDE:
             raise ValueError(f"YOLOv5 input size must be a positive multiple of {STRIDE}, got {input_size}")
         super().__init__(num_classes, input_size, postprocess)
-        self.name = f"yolov5{scale}"
+        self.name = f"yolov5{scale}u"
         self.model = DetectionModel(f"yolov5{scale}.yaml", nc=num_classes, verbose=False)
         # The lazily built v8DetectionLoss reads its gains (box 7.5, cls 0.5, dfl 1.5) from ``model.args``.
         self.model.args = get_cfg(DEFAULT_CFG)
@@ -115,7 +118,7 @@ class YOLOv5Detector(Detector):
     @torch.no_grad()
     def predict(self, images: Tensor, metas: list[ImageMeta]) -> list[Detections]:
         if self.training:
-            raise RuntimeError("YOLOv5Detector.predict needs eval mode (call model.eval()): in train mode "
+            raise RuntimeError("YOLOv5uDetector.predict needs eval mode (call model.eval()): in train mode "
                                "ultralytics returns undecoded outputs and BatchNorm uses batch statistics")
         cfg = self.postprocess_config
         # ``pre_nms_topk`` (SSD's per-class cap) has no counterpart: ultralytics keeps 30,000 boxes per image.
@@ -126,20 +129,23 @@ class YOLOv5Detector(Detector):
         return [Detections(meta.to_original(k[:, :4]), k[:, 4], k[:, 5].long())
                 for k, meta in zip(kept, metas, strict=True)]
 
-    def fuse(self) -> YOLOv5Detector:
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Ultralytics' groups: decayed weights, undecayed BatchNorm weights, undecayed biases ("bias")."""
+        return ultralytics_param_groups(self, weight_decay)
+
+    def fuse(self) -> YOLOv5uDetector:
         """Fold BatchNorm into the convs (ultralytics' ``fuse``) for timing and FLOPs; inference only."""
         self.model.fuse(verbose=False)
         return self
 
 
 def _builder(scale: str) -> Builder:
-    def build(num_classes: int, *, input_size: int = 640, postprocess: PostprocessConfig | None = None,
-              **ignored: object) -> YOLOv5Detector:
-        """Options meant for other families (e.g. ``pretrained_backbone``) are ignored."""
-        return YOLOv5Detector(scale, num_classes, input_size, postprocess)
+    def build(num_classes: int, *, input_size: int = 640,
+              postprocess: PostprocessConfig | None = None) -> YOLOv5uDetector:
+        return YOLOv5uDetector(scale, num_classes, input_size, postprocess)
 
     return build
 
 
 for _scale in SCALES:
-    register(f"yolov5{_scale}", family="yolov5", input_size=640)(_builder(_scale))
+    register(f"yolov5{_scale}u", family="yolov5", input_size=640)(_builder(_scale))

@@ -1,0 +1,210 @@
+"""One COCO matching pass shared by every protocol, threshold and maxDets that needs it.
+
+pycocotools matches each (image, class) group once per area range and threshold, after truncating the group
+to its largest maxDets. Truncation only drops the lowest-ranked detections and the greedy scan never lets a
+later detection change an earlier one's match, so one pass with the largest maxDets of all protocols, over
+the union of their area ranges, holds every protocol's matches exactly: a protocol with smaller maxDets
+ignores the detections ranked past them, as ``accumulate`` does for maxDets 1 and 10. Area ranges change only
+which ground truth is ignored, so they share the IoU matrices; ignore regions change only which unmatched
+detections count. Accumulated cells (area range, effective maxDets, ignore regions) are cached, so a range
+two protocols share (``all``) or maxDets above every group's size (AI-TOD's 300 and 1500 on a COCO-sized
+problem) are accumulated once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bench.metrics.accumulate import (
+    FP,
+    IGNORED,
+    RECALL_THRESHOLDS,
+    TP,
+    accumulate_cell,
+    accumulate_order,
+    needed_true_positives,
+)
+from bench.metrics.groups import rank_within_group, sort_by_group_then_score
+from bench.metrics.matching import SparseMatches, coco_iou, greedy_match
+from bench.metrics.nwd import nwd_similarity
+
+if TYPE_CHECKING:
+    from bench.metrics.coco import CocoBoxes
+
+SIMILARITIES = {"iou": coco_iou, "nwd": nwd_similarity}
+Cell = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class CocoMatching:
+    """Every match of one similarity on one threshold grid, for the area ranges ``ranges`` ``(A, 2)``.
+
+    Detections are in accumulate's order (position i is input detection ``order[i]``); classes ``k`` and
+    image positions follow pycocotools (sorted category ids, sorted image ids).
+    """
+
+    image_ids: np.ndarray
+    k_of_class: np.ndarray  # data set class index -> pycocotools' class position
+    order: np.ndarray
+    rank: np.ndarray  # rank inside the (image, class) group, descending score
+    det_k: np.ndarray
+    det_image_pos: np.ndarray
+    score: np.ndarray
+    det_outside: np.ndarray  # (A, N): detection area outside the range
+    in_region: np.ndarray | None  # (N,): inside an ignore region
+    gt_image_pos: np.ndarray
+    gt_k: np.ndarray
+    gt_ignored: np.ndarray  # (A, G)
+    ranges: np.ndarray
+    thresholds: np.ndarray
+    max_det: int
+    similarity: str
+    matches: SparseMatches
+    credited: np.ndarray  # (S,) the match is to a regular box with annotation id != 0
+    on_ignored: np.ndarray  # (S,) the match is to an ignored box
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.k_of_class)
+
+    def area_index(self, lo: float, hi: float) -> int:
+        hits = np.flatnonzero((self.ranges[:, 0] == lo) & (self.ranges[:, 1] == hi))
+        if not hits.size:
+            raise ValueError(f"area range ({lo}, {hi}) was not matched")
+        return int(hits[0])
+
+    def base_ignored(self, area: int, regions: bool) -> np.ndarray:
+        """(N,): an unmatched detection is ignored (outside the range, or in an ignore region)."""
+        out = self.det_outside[area]
+        return out | self.in_region if regions and self.in_region is not None else out
+
+    def status(self, regions: bool) -> np.ndarray:
+        """(S,) TP / FP / IGNORED of every match."""
+        key = ("status", regions and self.in_region is not None)
+        if key not in self._cache:
+            m = self.matches
+            base = self.det_outside[m.area, m.det]
+            if key[1]:
+                base = base | self.in_region[m.det]
+            status = np.where(self.credited & ~self.on_ignored, TP, FP).astype(np.int8)
+            status[self.on_ignored | (~self.credited & base)] = IGNORED
+            self._cache[key] = status
+        return self._cache[key]
+
+    def entry_bounds(self) -> np.ndarray:
+        """Start of each (area, threshold) run of the sorted matches, ``(A * T + 1,)``."""
+        if "bounds" not in self._cache:
+            n_thr = len(self.thresholds)
+            key = self.matches.area * n_thr + self.matches.thr
+            self._cache["bounds"] = np.searchsorted(key, np.arange(len(self.ranges) * n_thr + 1))
+        return self._cache["bounds"]
+
+    def n_regular(self, area: int) -> np.ndarray:
+        """(K,) regular ground truth of the range per class."""
+        return np.bincount(self.gt_k[~self.gt_ignored[area]], minlength=self.n_classes)
+
+    def cell(self, area: int, max_det: int, regions: bool) -> Cell:
+        """accumulate's precision, scores ``(T, R, K)`` and recall ``(T, K)`` of one cell, cached."""
+        effective = min(int(max_det), int(self.rank.max(initial=-1)) + 1)
+        key = (area, effective, regions and self.in_region is not None)
+        if key not in self._cache:
+            n_thr = len(self.thresholds)
+            bounds = self.entry_bounds()
+            lo, hi = bounds[area * n_thr], bounds[(area + 1) * n_thr]
+            m = self.matches
+            entries = (m.thr[lo:hi], m.det[lo:hi], self.status(regions)[lo:hi])
+            n_regular = self.n_regular(area)
+            class_bounds = np.searchsorted(self.det_k, np.arange(self.n_classes + 1))
+            self._cache[key] = accumulate_cell(entries, ~self.base_ignored(area, regions), self.det_k,
+                                               self.score, self.rank < effective, class_bounds, n_thr,
+                                               needed_true_positives(n_regular, RECALL_THRESHOLDS), n_regular)
+        return self._cache[key]
+
+
+def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
+               ranges: np.ndarray, thresholds: np.ndarray, max_det: int, similarity: str = "iou",
+               det_in_ignore_region: np.ndarray | None = None, like: CocoMatching | None = None
+               ) -> CocoMatching:
+    """pycocotools' ``evaluateImg`` for every (area range, threshold) at once, detections of rank >=
+    ``max_det`` left out. ``det_in_ignore_region`` (input order): see :mod:`bench.metrics.ignore`. ``like``:
+    a matching of the same boxes whose detection order and ranks are reused (another similarity)."""
+    if like is not None:
+        image_ids, k_of_class, order, rank = like.image_ids, like.k_of_class, like.order, like.rank
+        det_k, det_image_pos, score = like.det_k, like.det_image_pos, like.score
+    else:
+        image_ids = np.unique(np.asarray(image_ids, dtype=np.int64))
+        class_of_k = np.argsort(np.asarray(category_ids), kind="stable")  # pycocotools orders classes by id
+        k_of_class = np.empty(len(category_ids), dtype=np.int64)
+        k_of_class[class_of_k] = np.arange(len(category_ids))
+        det_image_pos = np.searchsorted(image_ids, det.image_id)
+        # detections renumbered into accumulate's order once: no (area, threshold, detection) gathers
+        order = accumulate_order(k_of_class[det.label], det.weight, det_image_pos)
+        score, det_k, det_image_pos = det.weight[order], k_of_class[det.label][order], det_image_pos[order]
+        pair = det_image_pos * len(category_ids) + det_k
+        rank = rank_within_group(pair, sort_by_group_then_score(pair, score))
+    n_cls = len(k_of_class)
+    xywh = det.xywh[order]
+    gt_image_pos = np.searchsorted(image_ids, gt.image_id)
+    gt_k = k_of_class[gt.label]
+    pair_gt = gt_image_pos * n_cls + gt_k
+    pair_det = det_image_pos * n_cls + det_k
+
+    ranges = np.asarray(ranges, dtype=np.float64).reshape(-1, 2)
+    bounds = ranges[:, :, None]
+    gt_ignored = gt.iscrowd[None] | (gt.weight[None] < bounds[:, 0]) | (gt.weight[None] > bounds[:, 1])
+    det_area = xywh[:, 2] * xywh[:, 3]
+    det_outside = (det_area[None] < bounds[:, 0]) | (det_area[None] > bounds[:, 1])
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    matches = greedy_match(xywh, pair_det, rank, max_det, gt.xywh, pair_gt, gt.iscrowd, gt_ignored,
+                           thresholds, SIMILARITIES[similarity])
+    credited = gt.ann_id[matches.gt] != 0  # pycocotools stores the match as the annotation id: 0 never counts
+    in_region = None if det_in_ignore_region is None else np.asarray(det_in_ignore_region, bool)[order]
+    return CocoMatching(image_ids, k_of_class, order, rank, det_k, det_image_pos, score, det_outside,
+                        in_region, gt_image_pos, gt_k, gt_ignored, ranges, thresholds, int(max_det),
+                        similarity, matches, credited, gt_ignored[matches.area, matches.gt])
+
+
+@dataclass(frozen=True)
+class CocoMatch:
+    """One protocol's view of a :class:`CocoMatching`: its area ranges (``areas``, union indices), its
+    largest maxDets and whether ignore regions apply. The per-detection outcome behind the arrays, for the
+    bootstrap and the confusion matrix."""
+
+    matching: CocoMatching
+    areas: tuple[int, ...]
+    max_det: int
+    regions: bool
+
+    @property
+    def k_of_class(self) -> np.ndarray:
+        return self.matching.k_of_class
+
+    def counted(self, area: int) -> np.ndarray:
+        """(N,) unmatched detections of protocol range ``area`` that count as false positives."""
+        m = self.matching
+        return ~m.base_ignored(self.areas[area], self.regions) & (m.rank < self.max_det)
+
+    def entries(self, area: int, thr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(detection, ground truth, status) of the matches at one protocol range and threshold, detections of
+        rank >= maxDets left out."""
+        m = self.matching
+        n_thr = len(m.thresholds)
+        row = self.areas[area] * n_thr + thr
+        lo, hi = m.entry_bounds()[row], m.entry_bounds()[row + 1]
+        det, gt, status = m.matches.det[lo:hi], m.matches.gt[lo:hi], m.status(self.regions)[lo:hi]
+        keep = m.rank[det] < self.max_det
+        return det[keep], gt[keep], status[keep]
+
+    def outcome(self, area: int, thr: int) -> tuple[np.ndarray, np.ndarray]:
+        """(status ``(N,)`` int8, matched ground truth ``(N,)`` or -1) at one protocol range and threshold;
+        detections past maxDets are IGNORED."""
+        status = np.where(self.counted(area), FP, IGNORED).astype(np.int8)
+        gt = np.full(len(status), -1, dtype=np.int64)
+        det, matched, st = self.entries(area, thr)
+        status[det] = st
+        gt[det] = matched
+        return status, gt

@@ -1,0 +1,140 @@
+"""The small-object metrics of one evaluation: size-bucket protocols, tolerance curves, TIDE and intervals.
+
+For each selected protocol (:mod:`bench.metrics.protocols`) one IoU run on the tolerance grid 0.10:0.95
+gives, at once, the protocol's summary (its own thresholds' rows), the AP of every bucket at every IoU (the
+localisation-tolerance curve) and the per-image outcomes the bootstrap resamples; one NWD run on the same
+grid gives the NWD tolerance curve. TIDE (tidecv's definitions) is computed overall and per bucket of the
+first protocol. Everything lands in ``metrics.json`` under ``small_objects``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from bench.metrics.bootstrap import BOOTSTRAP_METRICS, bootstrap_protocol, resample_weights
+from bench.metrics.coco import CocoBoxes, CocoEvaluation, score_coco
+from bench.metrics.coco_match import CocoMatching, match_coco
+from bench.metrics.nwd import NWD_CONSTANT
+from bench.metrics.protocols import DEFAULT_PROTOCOLS, TOLERANCE_THRESHOLDS, SizeProtocol, get_protocol
+from bench.metrics.tide import ERROR_TYPES, SPECIAL_TYPES, tide
+
+
+@dataclass(frozen=True)
+class SmallObjectSettings:
+    """What to compute. ``max_dets``: per-protocol override, e.g. ``{"coco": (1, 10, 500)}``."""
+
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS  # the first one's buckets also split TIDE
+    max_dets: dict[str, tuple[int, ...]] | None = None
+    nwd: bool = True
+    tide: bool = True
+    bootstrap: int = 100  # resamples of the images; 0 turns intervals off. Cost on one core, 2,000 images and
+    # 200k detections, COCO + AI-TOD: about 0.7 s per 100 resamples (1,000 for final intervals: about 7 s)
+    confidence: float = 0.95
+    seed: int = 0
+
+
+DEFAULT_SETTINGS = SmallObjectSettings()
+
+
+def _mean_valid(p: np.ndarray) -> float:
+    valid = p[p > -1]
+    return float(np.mean(valid)) if valid.size else float("nan")
+
+
+def _curve(ev: CocoEvaluation) -> dict[str, list[float]]:
+    """AP (area, largest maxDets) at every threshold of the run, per area range."""
+    return {label: [_mean_valid(ev.precision[t, :, :, a, -1]) for t in range(len(ev.params.iou_thresholds))]
+            for a, label in enumerate(ev.params.area_ranges)}
+
+
+def protocol_rows(protocol: SizeProtocol) -> np.ndarray:
+    """Rows of the tolerance grid that are the protocol's own thresholds."""
+    return np.array([int(np.flatnonzero(np.isclose(TOLERANCE_THRESHOLDS, t, rtol=0, atol=1e-9))[0])
+                     for t in protocol.iou_thresholds])
+
+
+def shared_matching(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
+                    protocols: list[SizeProtocol], in_region: np.ndarray | None, similarity: str = "iou",
+                    like: CocoMatching | None = None) -> CocoMatching:
+    """One matching on the tolerance grid for all ``protocols``: the union of their area ranges, their
+    largest maxDets (:mod:`bench.metrics.coco_match` says why that is exact for each of them)."""
+    ranges: list[tuple[float, float]] = []
+    for protocol in protocols:
+        ranges += [r for r in protocol.params().area_ranges.values() if r not in ranges]
+    regions = in_region if any(p.ignore_regions for p in protocols) else None
+    return match_coco(truth, dets, image_ids, category_ids, np.array(ranges), TOLERANCE_THRESHOLDS,
+                      max(max(p.max_dets) for p in protocols), similarity, regions, like)
+
+
+def protocol_run(matching: CocoMatching, protocol: SizeProtocol, largest_only: bool = False
+                 ) -> CocoEvaluation:
+    """The protocol's arrays on the tolerance grid from a shared matching (``largest_only``: its largest
+    maxDets alone, enough for the tolerance curves)."""
+    params = protocol.params(TOLERANCE_THRESHOLDS, matching.similarity)
+    if largest_only:
+        params = replace(params, max_dets=(max(protocol.max_dets),))
+    areas = [matching.area_index(lo, hi) for lo, hi in params.area_ranges.values()]
+    return score_coco(matching, areas, params, protocol.ignore_regions)
+
+
+def evaluate_protocol(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
+                      protocol: SizeProtocol, in_region: np.ndarray | None, similarity: str = "iou"
+                      ) -> CocoEvaluation:
+    """One protocol on its own matching (tests and single-protocol callers)."""
+    matching = shared_matching(truth, dets, image_ids, category_ids, [protocol], in_region, similarity)
+    return protocol_run(matching, protocol)
+
+
+def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
+                         settings: SmallObjectSettings, in_region: np.ndarray | None = None,
+                         iou_matching: CocoMatching | None = None) -> dict[str, Any]:
+    """The ``small_objects`` section of ``metrics.json``. ``iou_matching``: an IoU matching from
+    :func:`shared_matching` that covers every selected protocol, if the caller already has one."""
+    file_order = np.asarray(image_ids, dtype=np.int64)  # TIDE visits images in the data set's order
+    image_ids = np.unique(file_order)
+    out: dict[str, Any] = {"tolerance_thresholds": TOLERANCE_THRESHOLDS.tolist(),
+                           "nwd_constant": NWD_CONSTANT, "protocols": {}}
+    protocols = [get_protocol(name, (settings.max_dets or {}).get(name)) for name in settings.protocols]
+    weights = resample_weights(len(image_ids), settings.bootstrap, settings.seed) \
+        if settings.bootstrap and len(image_ids) else None
+    iou = iou_matching or shared_matching(truth, dets, image_ids, category_ids, protocols, in_region)
+    nwd = shared_matching(truth, dets, image_ids, category_ids, protocols, in_region, "nwd", iou) \
+        if settings.nwd and protocols else None
+    cache: dict = {}  # bootstrap values of ranges that protocols share, under the same weights
+    for protocol in protocols:
+        run = protocol_run(iou, protocol)
+        rows = protocol_rows(protocol)
+        stats = run.summary(rows, protocol.params())
+        entry: dict[str, Any] = {
+            "source": protocol.source, "max_dets": list(protocol.max_dets),
+            "iou_thresholds": list(protocol.iou_thresholds), "ignore_regions": protocol.ignore_regions,
+            "buckets": {k: list(v) for k, v in protocol.buckets.items()},
+            "stats": {k: (None if v == -1 else v) for k, v in stats.items()},
+            "iou_curve": _curve(run)}
+        if nwd is not None:
+            entry["nwd_curve"] = _curve(protocol_run(nwd, protocol, largest_only=True))
+        if weights is not None:
+            entry["intervals"] = bootstrap_protocol(run, rows, weights, settings.confidence, cache)
+        out["protocols"][protocol.name] = entry
+    if settings.tide and protocols:
+        first = protocols[0]
+        by_id = np.argsort(file_order, kind="stable")
+        gt_pos = by_id[np.searchsorted(file_order[by_id], truth.image_id)]
+        det_pos = by_id[np.searchsorted(file_order[by_id], dets.image_id)]
+        out["tide"] = {"protocol": first.name, "error_types": list(ERROR_TYPES),
+                       "special_types": list(SPECIAL_TYPES),
+                       **tide(truth.xywh, truth.label, gt_pos, truth.iscrowd, dets.xywh, dets.label, det_pos,
+                              dets.weight, len(category_ids),
+                              {k: (lo**2, hi**2) for k, (lo, hi) in first.buckets.items()})}
+    if weights is not None:
+        out["bootstrap"] = {"resamples": int(settings.bootstrap), "confidence": settings.confidence,
+                            "seed": settings.seed, "metrics": list(BOOTSTRAP_METRICS),
+                            "definition": "resamples of the images with replacement (per-image match "
+                                          "outcomes reused, not re-matched); lo/hi: basic bootstrap interval "
+                                          "2*estimate - quantiles, which corrects the upward bias of "
+                                          "interpolated AP on a finite test set; percentile_lo/hi and bias "
+                                          "beside it"}
+    return out

@@ -1,0 +1,269 @@
+"""TIDE error breakdown (Bolya et al. 2020) following tidecv, the authors' reference implementation.
+
+Definitions, all as tidecv 1.0.1 has them (and why this module follows tidecv rather than hotcoco: tidecv is
+the paper's own code, so its numbers are the ones papers quote; hotcoco's TIDE, e.g. Cls 16.8 against
+tidecv's 22.2 on coco-val2014-100, re-scores with pycocotools-style AP and per-(image, class) maxDets):
+
+* per image, the 100 highest-scoring detections (any class) are matched class-aware in score order, each to
+  the unused same-class box of highest IoU (first on ties) if IoU >= 0.5; crowd boxes are ignore regions: an
+  unmatched detection with crowd IoU (intersection / detection area) > 0.5 to a same-class one is ignored;
+* every unmatched or ignored detection gets the first error that applies: **Loc** (best same-class IoU in
+  [0.1, 0.5]), **Cls** (IoU >= 0.5 with another class), **Dupe** (IoU >= 0.5 with a used same-class box),
+  **Bkg** (IoU <= 0.1 with every box, or an image without boxes), else **Both**; a box left unused that no
+  Loc/Cls error points at is **Miss**;
+* AP is tidecv's: per class, precision ``tp / (tp + fp)`` over detections in descending score order, its
+  running maximum, sampled at recall x/100 for x = 0..100; the mean over classes with ground truth or
+  detections. ΔAP of an error type = AP with those errors fixed - AP (clipped at 0): Loc/Cls become true
+  positives (one per box, the highest-scoring claimant; a Cls fix moves to the box's class), Dupe/Bkg/Both
+  are removed, Miss boxes leave the positives. FalsePos: every false positive scored 0; FalseNeg: every
+  unused box removed;
+* per size bucket, only the errors whose box (Loc, Cls, Miss) or detection (Dupe, Bkg, Both) falls in the
+  bucket (by ``w * h``, ``lo < area <= hi``) are fixed, and ΔAP is measured on the overall AP (tidecv's
+  qualifiers).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.metrics.accumulate import segmented_suffix_max
+from bench.metrics.groups import (
+    columns,
+    group_sizes,
+    group_slots,
+    pow2_buckets,
+    rank_within_group,
+    sort_by_group_then_score,
+)
+from bench.metrics.matching import coco_iou
+
+ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+SPECIAL_TYPES = ("FalsePos", "FalseNeg")
+_CODE = {name: i for i, name in enumerate(ERROR_TYPES)}
+POS, BG, MAX_DETS = 0.5, 0.1, 100
+
+
+@dataclass(frozen=True)
+class _Errors:
+    kind: np.ndarray  # error type code
+    det: np.ndarray  # detection index, -1 for Miss
+    gt: np.ndarray  # ground-truth index for Loc / Cls / Miss, else -1
+    fixable: np.ndarray  # Loc / Cls: the box is unused and this is its highest-scoring claimant
+
+
+@dataclass(frozen=True)
+class _Points:
+    cls: np.ndarray
+    score: np.ndarray
+    correct: np.ndarray
+    key: np.ndarray  # insertion order (tidecv breaks score ties by it)
+
+
+def tide_ap(points: _Points, n_classes: int, gt_positives: np.ndarray) -> float:
+    """tidecv's mAP (percent) of data points; classes with neither points nor positives are skipped."""
+    order = np.lexsort((points.key, -points.score, points.cls))
+    return sorted_ap(points.cls[order], points.correct[order], n_classes, gt_positives)
+
+
+def sorted_ap(cls: np.ndarray, correct: np.ndarray, n_classes: int, gt_positives: np.ndarray) -> float:
+    """:func:`tide_ap` of points already in tidecv's order (class, descending score, insertion order)."""
+    present = (np.bincount(cls, minlength=n_classes) > 0) | (gt_positives > 0)
+    if not present.any():
+        return 0.0
+    bounds = np.searchsorted(cls, np.arange(n_classes + 1))
+    n_true = np.cumsum(correct)
+    start_true = np.where(bounds[:-1] > 0, n_true[np.maximum(bounds[:-1] - 1, 0)], 0) if len(cls) else \
+        np.zeros(n_classes, np.int64)
+    position = np.arange(len(cls)) - bounds[:-1][cls] + 1
+    true_here = n_true - start_true[cls]
+    precision = segmented_suffix_max(true_here / position, cls)
+    x = np.array([i / 100 for i in range(101)])
+    npos = np.maximum(gt_positives, 1).astype(np.float64)
+    needed = np.ceil(x[None, :] * npos[:, None])
+    needed = np.where((needed > 0) & ((needed - 1) / npos[:, None] >= x[None, :]), needed - 1, needed)
+    needed = np.where(needed / npos[:, None] < x[None, :], needed + 1, needed).astype(np.int64)
+    # first position of class k whose true count reaches needed: offsets keep the classes apart
+    big = len(cls) + 2
+    keyed = cls * big + true_here
+    where = np.searchsorted(keyed, np.arange(n_classes)[:, None] * big + needed)
+    inside = where < bounds[1:, None]
+    y = np.where(inside, precision[np.minimum(where, max(len(cls) - 1, 0))] if len(cls) else 0.0, 0.0)
+    ap = np.where(gt_positives > 0, y.sum(axis=1) / 101 * 100, 0.0)
+    return float(ap[present].mean())
+
+
+def _match_images(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, det_xywh: np.ndarray,
+                  det_label: np.ndarray, det_image: np.ndarray, det_rank: np.ndarray) -> tuple:
+    """Class-aware greedy matching per image; returns matched gt per detection and per-detection maxima."""
+    n_det = len(det_label)
+    matched = np.full(n_det, -1, dtype=np.int64)
+    best = {name: (np.zeros(n_det), np.full(n_det, -1, dtype=np.int64)) for name in ("cls", "noncls", "all")}
+    sizes = group_sizes(gt_image, det_image)
+    widths = pow2_buckets(sizes)
+    blocks = []
+    for width in np.unique(widths[sizes > 0]):
+        members = np.flatnonzero((sizes > 0) & (widths == width))
+        slots = group_slots(gt_image, det_image[members], int(width))
+        iou = coco_iou(columns(det_xywh, members[:, None]), columns(gt_xywh, slots.slots),
+                       np.zeros(slots.slots.shape, bool))
+        iou = np.where(slots.valid, iou, 0.0)
+        same = gt_label[slots.slots] == det_label[members, None]
+        for name, mask in (("cls", same), ("noncls", ~same), ("all", np.ones_like(same))):
+            masked = np.where(mask & slots.valid, iou, 0.0)
+            arg = np.argmax(masked, axis=1)
+            best[name][0][members] = masked[np.arange(len(members)), arg]
+            best[name][1][members] = slots.slots[np.arange(len(members)), arg]
+        blocks.append((members, slots.slots, iou, same & slots.valid))
+    used = np.zeros(len(gt_label), dtype=bool)
+    for members, slots, iou, same in blocks:
+        order = np.argsort(det_rank[members], kind="stable")
+        members, slots, iou, same = members[order], slots[order], iou[order], same[order]
+        ranks = det_rank[members]
+        for lo, hi in itertools.pairwise(np.searchsorted(ranks, np.arange(ranks.max() + 2))):
+            if lo == hi:
+                continue
+            buffer = np.where(same[lo:hi] & ~used[slots[lo:hi]], iou[lo:hi], 0.0)
+            arg = np.argmax(buffer, axis=1)
+            rows = np.arange(hi - lo)
+            hit = buffer[rows, arg] >= POS
+            chosen = slots[lo:hi][rows, arg][hit]
+            matched[members[lo:hi][hit]] = chosen
+            used[chosen] = True
+    return matched, used, best, blocks
+
+
+def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_crowd: np.ndarray,
+         det_xywh: np.ndarray, det_label: np.ndarray, det_image: np.ndarray, det_score: np.ndarray,
+         n_classes: int, buckets: dict[str, tuple[float, float]] | None = None) -> dict:
+    """TIDE at IoU 0.5: AP50 (tidecv's), ΔAP per error type and special error, error counts, and the same
+    ΔAPs per size bucket (``label -> (lo, hi)`` areas). ``*_image`` are image positions (0..I-1)."""
+    keep = np.flatnonzero(rank_within_group(det_image, sort_by_group_then_score(det_image, det_score))
+                          < MAX_DETS)
+    det_xywh, det_label, det_image, det_score = (x[keep] for x in (det_xywh, det_label, det_image, det_score))
+    det_rank = rank_within_group(det_image, sort_by_group_then_score(det_image, det_score))
+    regular = np.flatnonzero(~gt_crowd)
+    crowd = np.flatnonzero(gt_crowd)
+    r_xywh, r_label, r_image = gt_xywh[regular], gt_label[regular], gt_image[regular]
+    matched, used, best, blocks = _match_images(r_xywh, r_label, r_image, det_xywh, det_label, det_image,
+                                                det_rank)
+    used_cls = np.zeros(len(det_label))
+    for members, slots, iou, same in blocks:
+        used_cls[members] = np.where(same & used[slots], iou, 0.0).max(axis=1)
+    ignored = np.zeros(len(det_label), dtype=bool)
+    if len(crowd):
+        sizes = group_sizes(gt_image[crowd], det_image)
+        slots = group_slots(gt_image[crowd], det_image, int(sizes.max(initial=0)))
+        region = crowd[slots.slots]
+        overlap = coco_iou(columns(det_xywh, np.arange(len(det_label))[:, None]), columns(gt_xywh, region),
+                           np.ones(region.shape, bool))
+        ignored = (matched < 0) & ((overlap > POS) & slots.valid & (gt_label[region] == det_label[:, None])
+                                   ).any(axis=1)
+    has_gt = np.bincount(r_image, minlength=int(det_image.max(initial=-1)) + 1)[det_image] > 0 \
+        if len(det_image) else np.zeros(0, bool)
+    # per-detection order of the whole run: images in order, detections by score inside an image
+    run_order = np.lexsort((det_rank, det_image))
+    errors = _classify(run_order, matched, has_gt, best, used_cls, used, det_score, len(r_label))
+    points = _Points(det_label[~ignored], det_score[~ignored], matched[~ignored] >= 0,
+                     _rank_of(run_order)[~ignored])
+    positives = np.bincount(r_label, minlength=n_classes)
+    base = tide_ap(points, n_classes, positives)
+    fixes = _Fixes(errors, det_label, det_score, matched, ignored, r_label, positives, n_classes, run_order)
+    main = {name: max(fixes.ap(np.asarray(errors.kind == code)) - base, 0.0) for name, code in _CODE.items()}
+    no_fix = np.zeros(len(errors.kind), dtype=bool)
+    unused = np.bincount(r_label[~used], minlength=n_classes)
+    special = {"FalsePos": fixes.ap(no_fix, perfect_scores=True) - base,
+               "FalseNeg": fixes.ap(no_fix, positives=positives - unused) - base}
+    result = {"AP50": base, "main": main, "special": special,
+              "counts": {name: int((errors.kind == code).sum()) for name, code in _CODE.items()},
+              "n_detections": len(det_label), "n_ground_truth": len(r_label)}
+    if buckets:
+        gt_area = np.prod(r_xywh[np.maximum(errors.gt, 0), 2:], axis=1) if len(r_label) else 0.0
+        det_area = np.prod(det_xywh[np.maximum(errors.det, 0), 2:], axis=1) if len(det_label) else 0.0
+        area = np.where(errors.gt >= 0, gt_area, det_area)
+        result["buckets"] = {label: {name: max(fixes.ap((errors.kind == code) & (area > lo) & (area <= hi))
+                                               - base, 0.0) for name, code in _CODE.items()}
+                             for label, (lo, hi) in buckets.items()}
+    return result
+
+
+def _rank_of(order: np.ndarray) -> np.ndarray:
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.arange(len(order))
+    return out
+
+
+def _classify(run_order: np.ndarray, matched: np.ndarray, has_gt: np.ndarray, best: dict,
+              used_cls: np.ndarray, used: np.ndarray, det_score: np.ndarray, n_gt: int) -> _Errors:
+    """The error of every unmatched or ignored detection, then the misses, in tidecv's construction order."""
+    cls_iou, cls_gt = best["cls"]
+    noncls_iou, noncls_gt = best["noncls"]
+    all_iou, _ = best["all"]
+    wrong = run_order[(matched[run_order] < 0)]
+    kind = np.full(len(wrong), _CODE["Both"])
+    gt = np.full(len(wrong), -1, dtype=np.int64)
+    no_gt = ~has_gt[wrong]
+    loc = ~no_gt & (cls_iou[wrong] >= BG) & (cls_iou[wrong] <= POS)
+    cls = ~no_gt & ~loc & (noncls_iou[wrong] >= POS)
+    dupe = ~no_gt & ~loc & ~cls & (used_cls[wrong] >= POS)
+    bkg = no_gt | (~loc & ~cls & ~dupe & (all_iou[wrong] <= BG))
+    kind[loc], kind[cls], kind[dupe], kind[bkg] = _CODE["Loc"], _CODE["Cls"], _CODE["Dupe"], _CODE["Bkg"]
+    gt[loc], gt[cls] = cls_gt[wrong[loc]], noncls_gt[wrong[cls]]
+    # one fix per unused box: the first highest-scoring Loc/Cls claimant (tidecv's BestGTMatch, strict >)
+    claim = np.flatnonzero((loc | cls) & ~used[np.maximum(gt, 0)])
+    fixable = np.zeros(len(wrong), dtype=bool)
+    if len(claim):
+        pick = np.lexsort((claim, -det_score[wrong[claim]], gt[claim]))
+        first = np.r_[True, gt[claim][pick][1:] != gt[claim][pick][:-1]]
+        fixable[claim[pick][first]] = True
+    usable = np.zeros(n_gt, dtype=bool)
+    usable[gt[claim]] = True
+    missed = np.flatnonzero(~used & ~usable)
+    return _Errors(np.r_[kind, np.full(len(missed), _CODE["Miss"])], np.r_[wrong, np.full(len(missed), -1)],
+                   np.r_[gt, missed], np.r_[fixable, np.zeros(len(missed), bool)])
+
+
+class _Fixes:
+    """Every data point any fix can lay down, sorted once in tidecv's order; a fix selects a subset, whose
+    order is the same (the points of a fix are errors in their original or fixed form, then the true
+    positives, keyed by that insertion order)."""
+
+    def __init__(self, errors: _Errors, det_label: np.ndarray, det_score: np.ndarray, matched: np.ndarray,
+                 ignored: np.ndarray, gt_label: np.ndarray, positives: np.ndarray, n_classes: int,
+                 run_order: np.ndarray) -> None:
+        self.errors, self.gt_label, self.positives, self.n_classes = errors, gt_label, positives, n_classes
+        self.empty = len(det_label) == 0
+        if self.empty:  # no detection: AP stays 0 whatever is fixed (a fixed miss only drops a GT)
+            return
+        d = np.maximum(errors.det, 0)
+        self.original = (errors.det >= 0) & ~ignored[d]  # an ignored detection has no original data point
+        self.fixable_tp = errors.fixable & np.isin(errors.kind, (_CODE["Loc"], _CODE["Cls"]))
+        fixed_cls = np.where(errors.kind == _CODE["Cls"], gt_label[np.maximum(errors.gt, 0)], det_label[d])
+        tp = np.flatnonzero(matched >= 0)
+        tp = tp[np.argsort(_rank_of(run_order)[tp], kind="stable")]
+        n_err = len(errors.kind)
+        # candidates: errors as they are, errors fixed into true positives, the true positives
+        self.cls = np.r_[det_label[d], fixed_cls, det_label[tp]].astype(np.int64)
+        self.score = np.r_[det_score[d], det_score[d], det_score[tp]]
+        self.correct = np.r_[np.zeros(n_err, bool), np.ones(n_err + len(tp), bool)]
+        self.key = np.r_[np.arange(n_err), np.arange(n_err), n_err + np.arange(len(tp))]
+        self.order = np.lexsort((self.key, -self.score, self.cls))
+        self.n_err, self.n_tp = n_err, len(tp)
+
+    def ap(self, fix: np.ndarray, *, positives: np.ndarray | None = None, perfect_scores: bool = False
+           ) -> float:
+        """tidecv's ``fix_errors``: errors in ``fix`` take their fixed form, the others their original."""
+        if self.empty:
+            return 0.0
+        positives = (self.positives if positives is None else positives).copy()
+        miss_fixed = fix & (self.errors.kind == _CODE["Miss"])
+        np.subtract.at(positives, self.gt_label[self.errors.gt[miss_fixed]], 1)
+        chosen = np.r_[~fix & self.original, fix & self.fixable_tp, np.ones(self.n_tp, bool)]
+        if perfect_scores:  # FalsePositiveError.fix: true positives score 1, false positives 0
+            points = _Points(self.cls[chosen], self.correct[chosen].astype(np.float64), self.correct[chosen],
+                             self.key[chosen])
+            return tide_ap(points, self.n_classes, positives)
+        order = self.order[chosen[self.order]]
+        return sorted_ap(self.cls[order], self.correct[order], self.n_classes, positives)

@@ -1,0 +1,134 @@
+"""The "Small objects" section: per-bucket AP with intervals, TIDE bars per bucket, tolerance curves and
+sliced against full-image inference, all read from each model's ``metrics.json`` (``small_objects``) and
+``sliced.json`` in the run directory. No torch here: reports only read files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from reports.plots.style import NotApplicable, save
+
+
+def read_small_objects(model_dirs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """``{model: small_objects section}`` of the models whose ``metrics.json`` has one."""
+    out = {}
+    for name, folder in model_dirs.items():
+        path = Path(folder) / "metrics.json"
+        if path.is_file():
+            section = json.loads(path.read_text(encoding="utf-8")).get("small_objects") or {}
+            if section.get("protocols"):
+                out[name] = section
+    return out
+
+
+def bucket_table(sections: dict[str, dict[str, Any]], protocol: str) -> pd.DataFrame:
+    """One row per model: AP of every bucket of ``protocol``, as ``value [lo, hi]`` when intervals exist."""
+    rows = []
+    for model, section in sections.items():
+        entry = section["protocols"].get(protocol)
+        if entry is None:
+            continue
+        row: dict[str, Any] = {"model": model}
+        intervals = entry.get("intervals", {})
+        for key in ["AP", "AP50", *[f"AP_{b}" for b in entry["buckets"]]]:
+            value = entry["stats"].get(key) if key in entry["stats"] else entry["stats"].get(
+                {"AP_small": "APs", "AP_medium": "APm", "AP_large": "APl"}.get(key, key))
+            iv = intervals.get(key)
+            text = "-" if value is None else f"{100 * value:.1f}"
+            if iv and iv.get("lo") is not None and value is not None:
+                text += f" [{100 * iv['lo']:.1f}, {100 * iv['hi']:.1f}]"
+            row[key] = text
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tide_bars(sections: dict[str, dict[str, Any]], path: Path) -> Path:
+    """ΔAP of each TIDE error type, overall and per bucket, one panel per model."""
+    models = [m for m, s in sections.items() if "tide" in s]
+    if not models:
+        raise NotApplicable("no TIDE breakdown in the run's metrics")
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        tide = sections[model]["tide"]
+        groups = {"all": tide["main"], **tide.get("buckets", {})}
+        types = tide["error_types"]
+        width = 0.8 / len(groups)
+        for i, (label, values) in enumerate(groups.items()):
+            ax.bar(np.arange(len(types)) + i * width, [values[t] for t in types], width, label=label)
+        ax.set_xticks(np.arange(len(types)) + 0.4 - width / 2, types)
+        ax.set_title(f"{model}: TIDE ΔAP50 ({tide['protocol']} buckets)")
+        ax.set_ylabel("ΔAP (points)")
+        ax.legend()
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def tolerance_curves(sections: dict[str, dict[str, Any]], protocol: str, path: Path) -> Path:
+    """AP per bucket over IoU 0.10:0.95 (solid) and NWD thresholds (dashed), one panel per model."""
+    models = [m for m, s in sections.items() if protocol in s["protocols"]]
+    if not models:
+        raise NotApplicable(f"no {protocol} protocol in the run's metrics")
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        section = sections[model]
+        grid = section["tolerance_thresholds"]
+        entry = section["protocols"][protocol]
+        for k, (label, curve) in enumerate(entry["iou_curve"].items()):
+            colour = f"C{k}"
+            ax.plot(grid, [np.nan if v is None else v for v in curve], color=colour, label=f"{label} IoU")
+            if "nwd_curve" in entry:
+                ax.plot(grid, [np.nan if v is None else v for v in entry["nwd_curve"][label]], "--",
+                        color=colour, label=f"{label} NWD")
+        ax.set_xlabel("threshold")
+        ax.set_ylabel("AP")
+        ax.set_title(f"{model}: localisation tolerance ({protocol})")
+        ax.legend(ncol=2)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def sliced_table(model_dirs: dict[str, Path]) -> pd.DataFrame:
+    """Full-image against sliced inference per model from ``sliced.json``: AP per bucket, ΔAP, cost."""
+    rows = []
+    for model, folder in model_dirs.items():
+        path = Path(folder) / "sliced.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for mode in ("full", "sliced"):
+            row = {"model": model, "inference": mode, "inputs/image": data[mode]["inputs_per_image"],
+                   "ms/image": round(data[mode]["ms_per_image"], 1)}
+            row.update({k: None if v is None else round(100 * v, 1) for k, v in data[mode]["stats"].items()
+                        if k.startswith("AP")})
+            rows.append(row)
+        rows.append({"model": model, "inference": "Δ (sliced - full)",
+                     **{k: None if v is None else round(100 * v, 1) for k, v in data["delta"].items()
+                        if k.startswith("AP")}})
+    return pd.DataFrame(rows)
+
+
+def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: str = "aitod"
+                          ) -> dict[str, Any]:
+    """Everything the template partial needs: tables as HTML and the figure paths (None when absent)."""
+    sections = read_small_objects(model_dirs)
+    if not sections:
+        return {"available": False}
+    protocols = sorted({p for s in sections.values() for p in s["protocols"]})
+    protocol = protocol if protocol in protocols else protocols[0]
+    figures = {}
+    for name, draw in (("tide", lambda p: tide_bars(sections, p)),
+                       ("tolerance", lambda p: tolerance_curves(sections, protocol, p))):
+        try:
+            figures[name] = draw(out_dir / f"small_objects_{name}.png").name
+        except NotApplicable:
+            figures[name] = None
+    sliced = sliced_table(model_dirs)
+    return {"available": True, "protocol": protocol,
+            "tables": {p: bucket_table(sections, p).to_html(index=False, border=0) for p in protocols},
+            "figures": figures, "sliced": sliced.to_html(index=False, border=0) if len(sliced) else None}
