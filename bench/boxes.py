@@ -1,7 +1,7 @@
 """Box conversions on NumPy arrays, in one place (``torchvision.ops.box_convert`` is the torch twin).
 
-Boxes are ``(N, 4)`` float arrays. ``xyxy`` is what the suite uses internally (COCO convention: ``x2 = x + w``);
-``xywh`` is COCO's on-disk form and ``cxcywh`` YOLO's.
+Boxes are ``(N, 4)`` float arrays. ``xyxy`` is what the suite uses internally (COCO convention:
+``x2 = x + w``); ``xywh`` is COCO's on-disk form and ``cxcywh`` YOLO's.
 """
 
 from __future__ import annotations
