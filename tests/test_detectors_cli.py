@@ -74,7 +74,7 @@ def readme_parameter_table() -> dict[str, int]:
     text = README.read_text(encoding="utf-8").split("## Models", 1)[1].split("\n## ", 1)[0]
     table: dict[str, int] = {}
     for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # "\|" is a literal pipe
         if len(cells) != 4 or not cells[0].startswith("`"):
             continue
         names = re.findall(r"`([a-z0-9_]+)`", cells[0])
