@@ -4,6 +4,7 @@ its data-fitted priors (YOLOv5's AutoAnchor), and the images its loader had to s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ def training_dataset(data: ResolvedData, model: Detector, recipe: Recipe, family
     """The training items under the recipe's augmentation policy for ``family``: ``"mosaic"``
     (``bench.data.mosaic``, ultralytics' pipeline) or one of the loader's (``ssd``, ``yolo``, ``none``)."""
     from bench.data.loader import DetectionTorchDataset
+    from bench.data.transforms import SSD_AUGMENT
 
     if family not in recipe.augment:
         raise ValueError(f"the recipe's augment table names no policy for the {family!r} family "
@@ -36,8 +38,9 @@ def training_dataset(data: ResolvedData, model: Detector, recipe: Recipe, family
         epochs = math.ceil(total_iterations(len(data.train), recipe, ctx)
                            / iterations_per_epoch(len(data.train), recipe, ctx))
         return MosaicDataset(data.train, model.protocol, recipe.mosaic, seed=recipe.seed, epochs=epochs)
+    ssd_config = dataclasses.replace(SSD_AUGMENT, **dataclasses.asdict(recipe.ssd_augment))
     return DetectionTorchDataset(data.train, model.protocol, train=True, augment=policy,  # type: ignore[arg-type]
-                                 seed=recipe.seed)
+                                 seed=recipe.seed, ssd_config=ssd_config)
 
 
 def fit_priors(model: Detector, recipe: Recipe, data: ResolvedData, model_dir: Path,

@@ -276,10 +276,6 @@ def test_ablation_switches_run_through_the_runner(tmp_path, monkeypatch):
     assert plan["e2e_squares"]["augmentation"] == {"policy": "none"}
 
 
-@pytest.mark.xfail(strict=True, reason="bench/data/loader.py's DetectionTorchDataset takes no SSD "
-                   "augmentation config and bench/model_prep.training_dataset passes none, so ssd_augment "
-                   "(zoom-out on/off, its max ratio) does not reach transforms.ssd_augment() yet; remove "
-                   "this mark once they pass recipe.ssd_augment through as the dataset's ssd_config")
 def test_the_zoom_out_setting_reaches_the_loader():
     import dataclasses
     from types import SimpleNamespace

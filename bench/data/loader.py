@@ -30,7 +30,14 @@ from torchvision.io import ImageReadMode, decode_image
 
 from bench.data.health import repair_record
 from bench.data.records import DetectionDataset
-from bench.data.transforms import letterbox, resize_stretch, ssd_augment, yolo_augment
+from bench.data.transforms import (
+    SSD_AUGMENT,
+    SSDAugmentConfig,
+    letterbox,
+    resize_stretch,
+    ssd_augment,
+    yolo_augment,
+)
 from bench.errors import BenchInputError, resolve_inside
 from detectors.base import ImageMeta, InputProtocol, Target
 
@@ -72,12 +79,13 @@ class DetectionTorchDataset(Dataset[Item]):
     """
 
     def __init__(self, ds: DetectionDataset, protocol: InputProtocol, train: bool, augment: Augment = "ssd",
-                 seed: int = 0) -> None:
+                 seed: int = 0, ssd_config: SSDAugmentConfig = SSD_AUGMENT) -> None:
         if augment not in ("ssd", "yolo", "none"):
             raise ValueError(f"unknown augmentation {augment!r} (expected 'ssd', 'yolo' or 'none')")
         if protocol.resize not in ("stretch", "letterbox"):
             raise ValueError(f"unknown resize mode {protocol.resize!r}")
         self.ds, self.protocol, self.train, self.augment, self.seed = ds, protocol, train, augment, seed
+        self.ssd_config = ssd_config  # the suite's zoom-out settings (recipe.ssd_augment)
         self.epoch = 0
         # one flag per record, in shared memory so that DataLoader workers' skips reach the main process
         self._corrupt = torch.zeros(len(ds), dtype=torch.bool).share_memory_()
@@ -122,7 +130,7 @@ class DetectionTorchDataset(Dataset[Item]):
         if mode == "ssd":
             gen = item_generator(self.seed, self.epoch, slot)
             out, out_boxes, labels, meta = ssd_augment(image, boxes, labels, size, gen, self.protocol.mean,
-                                                       image_id)
+                                                       image_id, cfg=self.ssd_config)
         elif mode == "yolo":
             gen = item_generator(self.seed, self.epoch, slot)
             out, out_boxes, meta = yolo_augment(image, boxes, size, gen, self.protocol.pad_value, image_id)
