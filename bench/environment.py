@@ -1,6 +1,7 @@
 """What a run runs on: the device, validated before any work (one named line and exit 2 for a device that is
 not there), its name, the TF32 switches, and package versions. One definition of each, for the manifest,
-``speed.json`` and ``metrics.json``.
+``speed.json`` and ``metrics.json``. torch is imported where a function needs it, so the evaluator (no torch)
+can use ``package_version``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchInputError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_FLAG = "--device"
 
@@ -39,6 +42,8 @@ def cpu_name() -> str:
 
 def device_name(device: torch.device | str) -> str:
     """GPU name, or the CPU model."""
+    import torch
+
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
@@ -50,6 +55,8 @@ def resolve_device(requested: str, *, local_rank: int = 0, world_size: int = 1,
     ``cuda`` alone is ``cuda:0`` in one process and ``cuda:LOCAL_RANK`` under torchrun. An explicit
     ``cuda:N`` under a multi-process torchrun is refused: it would put every rank on the same GPU.
     """
+    import torch
+
     try:
         device = torch.device(requested)
     except (RuntimeError, ValueError):
@@ -80,6 +87,8 @@ def resolve_device(requested: str, *, local_rank: int = 0, world_size: int = 1,
 
 def tf32_state() -> dict[str, bool]:
     """Whether fp32 matrix multiplications and cuDNN convolutions may use TF32 (Ampere and later)."""
+    import torch
+
     return {"matmul": bool(torch.backends.cuda.matmul.allow_tf32),
             "cudnn": bool(torch.backends.cudnn.allow_tf32)}
 
@@ -87,6 +96,8 @@ def tf32_state() -> dict[str, bool]:
 @contextmanager
 def tf32_disabled() -> Iterator[None]:
     """True fp32 while the block runs (the speed harness's fp32 rows), the previous switches afterwards."""
+    import torch
+
     previous = tf32_state()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -14,8 +14,8 @@ safety net, and a model it stops is reported as "budget not completed".
 Each model's work is resumable (checkpoints every epoch, every ``checkpoint_every`` iterations and every
 ``checkpoint_minutes``); finished models are skipped on ``--resume``; a failing model is recorded with its
 error and the others go on unless ``--fail-fast``. The exit status is 0 when every model finished, 1 when any
-failed and 2 for bad input (one line on stderr, no traceback). The run-directory layout is in the
-project README.
+failed or the report could not be built, and 2 for bad input (one line on stderr, no traceback). The
+run-directory layout is in the project README.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from typing import Any
 import torch
 
 from bench.cluster import add_launcher_arguments, collect, launch
-from bench.datasets import ResolvedData, resolve_data
+from bench.data.resolve import ResolvedData, resolve_data
 from bench.distributed import DistContext, barrier, broadcast_from_main, init_from_env, shutdown
 from bench.errors import BenchInputError
 from bench.io import read_json
-from bench.model_job import run_model
-from bench.run_setup import (
+from bench.runner.model_job import run_model
+from bench.runner.run_dir import (
     RESULTS,
     finish_manifest,
     prepare_run_directory,
@@ -43,8 +43,8 @@ from bench.run_setup import (
     run_directory,
     weights_policy,
 )
-from bench.suite import Suite, load_suite
-from bench.tblog import LoggingOptions, add_logging_arguments, configure
+from bench.suite.spec import Suite, load_suite
+from bench.training.tblog import LoggingOptions, add_logging_arguments, configure
 from detectors import model_names
 
 __all__ = ["RESULTS", "main", "parse_args", "prepare_run_directory", "run", "run_directory"]
@@ -112,18 +112,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     manifest = decided_on_main(
         lambda: prepare_run_directory(out, suite, models, argv, args, ctx, data, weights), ctx, share=False)
     states: dict[str, str] = {}
-    for name in models:  # the per-model work: bench.model_job
+    for name in models:  # the per-model work: bench.runner.model_job
         states[name] = run_model(name, suite, data, ctx, out / "models" / name, args.resume, plan, weights[0])
         if states[name] == "failed" and args.fail_fast:
             break
     if ctx.is_main:
-        from bench.comparisons import paired_comparisons
+        from bench.runner.comparisons import paired_comparisons
 
         finish_manifest(out, manifest, data)
         paired_comparisons(out, models)
-        if not args.no_report:
-            build_report(out)  # the CLI alone builds the report: run_model and the runner's modules never do
+        report_error = None if args.no_report else build_report(out)  # only the CLI builds the report
         print_summary(out, models, states)
+        if report_error is not None:
+            return 1
     return 1 if "failed" in states.values() else 0
 
 
@@ -131,7 +132,7 @@ def show_plan(suite: Suite, models: list[str], args: argparse.Namespace) -> int:
     """``--plan``: the resolved plan as JSON on stdout. With ``--data`` the data set is read first, so the
     plan has its training-set size and class count, exactly as the run will; without it, the suite's
     (the synthetic set's spec, or the documented split size)."""
-    from bench.plan import print_plan
+    from bench.plan.resolve import print_plan
 
     sizes: dict[str, int] = {}
     if args.data is not None:
@@ -187,14 +188,18 @@ def select_models(suite: Suite, requested: str | None) -> list[str]:
 # --------------------------------------------------------------------------------------------- the end
 
 
-def build_report(out: Path) -> None:
+def build_report(out: Path) -> str | None:
+    """Build the report: ``None`` when built, else the error (the run then exits 1), with the results
+    already on disk left as they are."""
     from reports.build import build_report as build
 
     try:
         build(out)
-    except Exception:  # a report bug must not hide the results already on disk
+    except Exception as err:  # a report bug must not hide the results on disk, nor pass as success
         traceback.print_exc()
         print(f"report failed; the results are in {out}", file=sys.stderr)
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def print_summary(out: Path, models: list[str], states: dict[str, str]) -> None:

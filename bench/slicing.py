@@ -1,7 +1,7 @@
 """Sliced inference (SAHI, Akyon et al. 2022) for every ``Detector``, and training-data tiling.
 
 Inference: the image is cut into overlapping tiles (``sahi.slicing.get_slice_bboxes``); each tile goes through
-the model's own input protocol (stretch or letterbox) like a whole image, its detections are mapped back to
+the model's own input spec (stretch or letterbox) like a whole image, its detections are mapped back to
 tile pixels by the model (``ImageMeta.to_original``) and shifted by the tile's offset; an optional full-image
 pass adds the large objects tiles cut apart. The union is merged per class by NMS (``torchvision``'s
 ``batched_nms``) or by greedy non-maximum merging (``sahi.postprocess.combine.batched_greedy_nmm``: a kept box
@@ -54,12 +54,12 @@ def slice_windows(height: int, width: int, config: SliceConfig) -> np.ndarray:
 
 
 def _prepare(model: Detector, crop: Tensor, image_id: int) -> tuple[Tensor, object]:
-    protocol = model.protocol
+    spec = model.input_spec
     empty = torch.zeros((0, 4))
-    if protocol.resize == "letterbox":
-        image, _, meta = letterbox(crop, empty, protocol.size, protocol.pad_value, image_id=image_id)
+    if spec.resize == "letterbox":
+        image, _, meta = letterbox(crop, empty, spec.size, spec.pad_value, image_id=image_id)
     else:
-        image, _, meta = resize_stretch(crop, empty, protocol.size, image_id=image_id)
+        image, _, meta = resize_stretch(crop, empty, spec.size, image_id=image_id)
     return image, meta
 
 

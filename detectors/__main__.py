@@ -9,18 +9,15 @@ architecture (MFSSD-Pruned) is listed with the architecture the plan ends in (``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from detectors.base import Detector
 from detectors.complexity import count_flops, count_params
-from detectors.registry import build_preview, model_names
+from detectors.registry import build_preview, builders_quiet, model_names
 
 COLUMNS = ("name", "family", "input_size", "params", "priors", "gflops")
 
@@ -57,18 +54,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(line(r) for r in cells)
 
 
-@contextlib.contextmanager
-def _stdout_for_the_listing_only() -> Iterator[None]:
-    """Keep builders' chatter out of stdout, so ``--json`` output parses: prints go to stderr, and INFO logs
-    (ultralytics logs "Overriding model.yaml nc=..." through a handler bound to stdout) are muted."""
-    logging.disable(logging.INFO)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detectors", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--num-classes must be at least 1")
 
     rows, failed = [], False
-    with _stdout_for_the_listing_only():
+    with builders_quiet():
         for name in model_names():
             try:
                 rows.append(describe(name, args.num_classes, with_flops=not args.no_flops))

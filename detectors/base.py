@@ -1,7 +1,7 @@
 """The one interface every detector adapter implements, and the small value types it speaks.
 
 Division of labour with the data pipeline (``bench.data``): the pipeline does the geometry (resize or
-letterbox to ``protocol.size``, boxes mapped into network-input pixels) and hands over float RGB images in
+letterbox to ``input_spec.size``, boxes mapped into network-input pixels) and hands over float RGB images in
 [0, 1]; the detector does its own normalisation (mean/std, channel order) inside ``forward``, so the same
 batch serves every model of a family and exported/fused models stay self-contained.
 """
@@ -23,7 +23,7 @@ BATCH_NORMS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
 
 
 @dataclass(frozen=True)
-class InputProtocol:
+class InputSpec:
     """How images must be prepared for a model: geometry by the pipeline, normalisation by the model."""
 
     size: int  # square network input side in pixels
@@ -155,7 +155,7 @@ class Detector(nn.Module, ABC):
 
     @property
     @abstractmethod
-    def protocol(self) -> InputProtocol: ...
+    def input_spec(self) -> InputSpec: ...
 
     @abstractmethod
     def loss(self, images: Tensor, targets: list[Target]) -> dict[str, Tensor]:
@@ -174,7 +174,7 @@ class Detector(nn.Module, ABC):
 
         An adapter that follows a recipe with per-group settings overrides it (YOLOv5: ultralytics' three
         groups, BatchNorm weights and biases without decay). A group whose ``"kind"`` is ``"bias"`` gets the
-        recipe's ``warmup_bias_lr`` during warm-up (``bench.schedule``).
+        recipe's ``warmup_bias_lr`` during warm-up (``bench.training.schedule``).
         """
         return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay,
                  "kind": "all"}]

@@ -1,7 +1,7 @@
 """Training plans: how a registered model becomes the trained model of its name, as data the runner executes.
 
 Most models train in one stage; MFSSD-Pruned is MFSSD-BN sparse-trained, pruned and fine-tuned. The plan
-belongs to the model's registry entry (``ModelSpec.plan``), so the runner (``bench.plan_runner``) knows no
+belongs to the model's registry entry (``ModelSpec.plan``), so the runner (``bench.runner``) knows no
 model:
 
 - ``Train`` is one checkpointed training stage; the stages share the model's budget (iterations and time cap)
@@ -14,7 +14,7 @@ model:
   ``torch.load(weights_only=True)``;
 - ``preview`` gives the architecture the plan ends in without training (listings, FLOPs of the untrained zoo).
 
-A plan factory receives the recipe's plan settings (``bench.suite.PruningRecipe`` as a mapping) and returns
+A plan factory receives the recipe's plan settings (``PruningRecipe`` as a mapping) and returns
 the plan; it must not import ``bench`` (dependencies run detectors <- bench).
 """
 

@@ -7,8 +7,11 @@ network, the build options that builder accepts (``build_model`` rejects any oth
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Iterable
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +127,16 @@ def build_preview(name: str, num_classes: int, **options: Any) -> Detector:
 
 __all__ = ["BuildOptionError", "ModelSpec", "build_model", "build_preview", "model_names",
            "model_spec", "register"]
+
+
+@contextlib.contextmanager
+def builders_quiet() -> Iterator[None]:
+    """Keep builders' chatter out of stdout, so JSON output (``--plan``, ``detectors list --json``) parses:
+    prints go to stderr and INFO logs are muted (ultralytics logs "Overriding model.yaml nc=..." through a
+    handler bound to stdout)."""
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)

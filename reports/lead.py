@@ -20,17 +20,21 @@ from typing import Any
 
 import pandas as pd
 
-from reports.papers import ARCHITECTURE_METRICS
+from reports.papers import ARCHITECTURE_METRICS, PAPERS_DIR, SHARES_FILE, read_csv_checked
 from reports.rundir import Run
 from reports.tables import MISSING, fmt
 
 LEARNED_AP50 = 5.0  # percent AP50 on the test split: clearly above what an untrained detector scores (~0)
-PRUNED, PRUNED_OVER = "mfssd300_pruned", "fssd300"  # Table I's "After pruning": MFSSD-Pruned over FSSD
 MB = 4 / 2**20  # fp32 bytes per parameter, in MiB (the papers' "Size (MB)")
 
 
 def plan_model(plan: dict[str, Any] | None, name: str) -> dict[str, Any]:
     return ((plan or {}).get("models") or {}).get(name) or {}
+
+
+def load_shares() -> pd.DataFrame:
+    """The papers' share definitions (``papers/shares.csv``): a model's count over another's, in %."""
+    return read_csv_checked(PAPERS_DIR / SHARES_FILE, ("seed", "table", "metric", "model", "over", "note"))
 
 
 def architecture_numbers(run: Run, plan: dict[str, Any] | None) -> pd.DataFrame:
@@ -43,12 +47,13 @@ def architecture_numbers(run: Run, plan: dict[str, Any] | None) -> pd.DataFrame:
         counts[name] = {k: int(v) for k, v in at.items()}
         for k, n in counts[name].items():
             rows += [(name, "params", "", float(n), int(k)), (name, "size_mb", "", n * MB, int(k))]
-    pruned, base = counts.get(PRUNED, {}), counts.get(PRUNED_OVER, {})
-    for k in set(pruned) & set(base):
-        rows.append((PRUNED, "params_kept", "", 100.0 * pruned[k] / base[k], int(k)))
-    p, b = run.models.get(PRUNED), run.models.get(PRUNED_OVER)
-    if p is not None and b is not None and p.params and b.params:
-        rows.append((PRUNED, "params_kept", "", 100.0 * p.params / b.params, pd.NA))
+    for share in load_shares().itertuples():  # e.g. Table I's kept % of MFSSD-Pruned over FSSD
+        part, whole = counts.get(share.model, {}), counts.get(share.over, {})
+        for k in set(part) & set(whole):
+            rows.append((share.model, share.metric, "", 100.0 * part[k] / whole[k], int(k)))
+        p, b = run.models.get(share.model), run.models.get(share.over)
+        if p is not None and b is not None and p.params and b.params:
+            rows.append((share.model, share.metric, "", 100.0 * p.params / b.params, pd.NA))
     return pd.DataFrame(rows, columns=["model", "metric", "class", "value", "num_classes"])
 
 

@@ -20,8 +20,8 @@ from bench.errors import BenchInputError
 from bench.metrics.coco import SUMMARY_KEYS as COCO_METRICS
 
 PAPERS_DIR = Path(__file__).with_name("papers")
-SETTINGS_FILE = "settings.csv"
-RATIOS_FILE = "ratios.csv"  # declared FPS-ratio pairs (reports.ratios); like settings.csv, not number rows
+# Definition files, not number rows: settings, declared FPS-ratio pairs (reports.ratios), "kept %" shares
+SETTINGS_FILE, RATIOS_FILE, SHARES_FILE = "settings.csv", "ratios.csv", "shares.csv"
 
 NUMBER_COLUMNS = ("seed", "citation", "table", "model", "paper_model", "backbone", "metric", "class", "value",
                   "unit", "train_data", "test_data", "input_size", "priors", "hardware", "note", "flagged")
@@ -42,7 +42,7 @@ METRIC_DEFINITIONS: dict[str, str] = {
                   "Zhu et al.'s 45 classes (MDSSD's own definition is in an Appendix the seed lacks)",
     "kitti_map": "mAP on KITTI 2D object with the 8 classes merged into 3 (pedestrian, motor_vehicle, "
                  "other): VOC devkit 11-point AP at IoU 0.5, DontCare boxes as ignore regions",
-    "params": "trainable parameters (BatchNorm gamma/beta counted, running statistics not)",
+    "params": "all parameters (BatchNorm gamma/beta counted; running statistics are buffers, not counted)",
     "size_mb": "fp32 weight size: params x 4 bytes / 2^20",
     "params_kept": "parameters of MFSSD-Pruned as a percentage of FSSD's, Table I's 'After pruning' column "
                    "(22,785,625 / 34,132,960 = 66.76 %)",
@@ -166,9 +166,9 @@ def _validate_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def load_registry(directory: Path = PAPERS_DIR) -> pd.DataFrame:
-    """Every transcribed number of every ``*.csv`` in ``directory`` (except the settings file), validated."""
-    frames = [_validate_numbers(read_csv_checked(path, NUMBER_COLUMNS), path)
-              for path in sorted(directory.glob("*.csv")) if path.name not in (SETTINGS_FILE, RATIOS_FILE)]
+    """Every transcribed number of every ``*.csv`` in ``directory`` (not the definition files), validated."""
+    frames = [_validate_numbers(read_csv_checked(path, NUMBER_COLUMNS), path) for path in
+              sorted(directory.glob("*.csv")) if path.name not in (SETTINGS_FILE, RATIOS_FILE, SHARES_FILE)]
     if not frames:
         raise BenchInputError(directory, "no paper registry CSV files found")
     return pd.concat(frames, ignore_index=True)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors import Detections, Detector, ImageMeta, InputProtocol, PostprocessConfig, Target, register
+from detectors import Detections, Detector, ImageMeta, InputSpec, PostprocessConfig, Target, register
 from detectors.registry import model_names
 
 
@@ -29,8 +29,8 @@ class TinyDetector(Detector):
         self.cls = nn.Linear(8, num_classes)
 
     @property
-    def protocol(self) -> InputProtocol:
-        return InputProtocol(self.input_size, "stretch", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.input_size, "stretch", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = self.body((images - 0.5) / 0.25)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import checkpoint
+from bench.training import checkpoint
 
 
 def test_failed_save_keeps_previous_file_and_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:

@@ -17,12 +17,12 @@ from test_metrics_voc import reference_voc_eval
 from bench.data.coco import read_coco
 from bench.data.health import QUALITY_KINDS, DataHealth, _Flat, classify, repair_record, scan, training_view
 from bench.data.records import DetectionDataset, ImageRecord
+from bench.data.resolve import resolve_data
 from bench.data.voc import read_voc
 from bench.data.yolo import read_yolo
-from bench.datasets import resolve_data
 from bench.errors import BenchInputError
 from bench.metrics import DetectionResults, evaluate
-from bench.suite import DataConfig
+from bench.suite.spec import DataConfig
 
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -195,7 +195,7 @@ def test_yolo_out_of_range_labels_are_quality_problems(tmp_path: Path) -> None:
 
 
 def test_ground_truth_for_bench_evaluate_is_never_repaired(tmp_path: Path) -> None:
-    from bench.datasets import read_ground_truth
+    from bench.data.resolve import read_ground_truth
 
     root = coco_root(tmp_path, PROBLEM_GT)
     for gt in (read_ground_truth(root), read_ground_truth(root / "annotations" / "instances_val2017.json")):

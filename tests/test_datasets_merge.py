@@ -1,4 +1,4 @@
-"""VOC07+12 merge (``bench.datasets.merge``): the training set of every VOC paper protocol.
+"""VOC07+12 merge (``bench.data.merge.merge``): the training set of every VOC paper protocol.
 
 A devkit is assembled from two copies of a generated VOC year folder under different year names, so the
 merged split holds the same file names twice: ids must be renumbered, paths must stay loadable, and the
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.data.resolve import _read_voc
 from bench.data.synth import CLASSES, generate
-from bench.datasets import _read_voc
 from bench.errors import BenchInputError
 
 
@@ -54,7 +54,7 @@ def test_merge_renumbers_ids_keeps_paths_and_sums_boxes(devkit: Path):
 
 def test_merge_refuses_parts_with_different_classes(devkit: Path):
     with pytest.raises(BenchInputError, match="disagree on the class list"):
-        from bench.datasets import merge
+        from bench.data.merge import merge
 
         merge([_read_voc(devkit, "VOC2007:train", CLASSES),
                _read_voc(devkit, "VOC2012:train", list(reversed(CLASSES)))], devkit, "x")

@@ -16,13 +16,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bench.datasets import ResolvedData
+from bench.data.resolve import ResolvedData
 from bench.distributed import init_from_env, shutdown
-from bench.scoring import predict_split
-from bench.stages import Stage
-from bench.suite import SplitNames
-from bench.train import Trainer
-from bench.train_log import TrainLog
+from bench.runner.scoring import predict_split
+from bench.runner.stages import Stage
+from bench.suite.spec import SplitNames
+from bench.training.log import TrainLog
+from bench.training.loop import Trainer
 from tests.fake_detector import TinyDetector
 from tests.test_train import RECIPE, AugmentedToySet, collate
 

@@ -36,14 +36,16 @@ def test_fusion_weights_follow_equation_four():
 def test_priors_nine_then_six_boxes_from_s_min_to_s_max():
     levels = dfssd_levels(300)
     assert [lv.boxes_per_location for lv in levels] == [9, 6, 6, 6, 6]
-    assert sum(lv.num_priors for lv in levels) == 15_966
+    assert [lv.feature_size for lv in levels] == [38, 19, 10, 5, 3]
+    # Derived: feature side squared times boxes per location, summed over the five maps.
+    assert sum(lv.num_priors for lv in levels) == 9 * 38**2 + 6 * (19**2 + 10**2 + 5**2 + 3**2) == 15_966
     assert [lv.shapes[0][0] for lv in levels] == pytest.approx([30, 90, 150, 210, 270])  # s_k = 0.1 ... 0.9
     assert levels[-1].shapes[1][0] == pytest.approx(math.sqrt(270 * 330))
     small = [side for shape in levels[0].shapes[6:] for side in shape]  # scale 0.05, ratios 1, 2, 1/2
     assert small == pytest.approx([15, 15, 15 * 2**0.5, 15 / 2**0.5, 15 / 2**0.5, 15 * 2**0.5])
     wide = dfssd_levels(512)
     assert [lv.feature_size for lv in wide] == [64, 32, 16, 8, 4]
-    assert sum(lv.num_priors for lv in wide) == 45_024
+    assert sum(lv.num_priors for lv in wide) == 9 * 64**2 + 6 * (32**2 + 16**2 + 8**2 + 4**2) == 45_024
     assert wide[0].shapes[0][0] == pytest.approx(51.2) and wide[0].shapes[6][0] == pytest.approx(25.6)
 
 

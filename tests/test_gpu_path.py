@@ -15,16 +15,16 @@ import torch
 from torch import Tensor, nn
 
 import bench.distributed
-import bench.train
-from bench import checkpoint
+import bench.training.loop
 from bench.distributed import DistContext, from_sync_batchnorm, to_sync_batchnorm
 from bench.environment import tf32_disabled, tf32_state
-from bench.half_precision import to_half
-from bench.plan_runner import load_resume_state, stage_hook
-from bench.stages import Stage
-from bench.train import NonFiniteLossError, Trainer
-from bench.train_log import TrainLog
-from detectors import Detections, Detector, ImageMeta, InputProtocol, Target
+from bench.runner.plan_runner import load_resume_state, stage_hook
+from bench.runner.stages import Stage
+from bench.speed.half_precision import to_half
+from bench.training import checkpoint
+from bench.training.log import TrainLog
+from bench.training.loop import NonFiniteLossError, Trainer
+from detectors import Detections, Detector, ImageMeta, InputSpec, Target
 from detectors.base import mean_over_replicas, replica_mean
 from detectors.plans import Train
 from tests.test_train import RECIPE, AugmentedToySet, collate
@@ -47,8 +47,8 @@ class BNDetector(Detector):
         self.failure_at, self.calls = failure_at, 0
 
     @property
-    def protocol(self) -> InputProtocol:
-        return InputProtocol(32, "stretch", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    def input_spec(self) -> InputSpec:
+        return InputSpec(32, "stretch", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.conv(images).mean((2, 3)))
@@ -91,7 +91,7 @@ def test_cuda_rng_restores_the_gpus_present(monkeypatch: pytest.MonkeyPatch) -> 
 def test_fp32_checkpoint_resumes_into_an_amp_trainer(tmp_path: Path, monkeypatch) -> None:
     fp32 = Trainer(BNDetector(), SGD, CPU, tmp_path / "c.pt", TrainLog(tmp_path / "log.csv"))
     fp32.train(AugmentedToySet(), collate, Stage("train", 2))
-    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: True)
+    monkeypatch.setattr(bench.training.loop, "uses_amp", lambda recipe, device: True)
     amp = Trainer(BNDetector(), dataclasses.replace(SGD, precision="amp"), CPU, tmp_path / "c.pt",
                   TrainLog(tmp_path / "log.csv"))
     amp.train(AugmentedToySet(), collate, Stage("train", 4), resume=checkpoint.load(tmp_path / "c.pt"))
@@ -115,7 +115,7 @@ def test_stage_hook_sees_model_and_example_on_the_training_device() -> None:
 
 @pytest.mark.parametrize("amp", [False, True])
 def test_bn_scale_moves_by_lr_times_reg_with_and_without_the_scaler(tmp_path: Path, monkeypatch, amp) -> None:
-    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: amp)
+    monkeypatch.setattr(bench.training.loop, "uses_amp", lambda recipe, device: amp)
     reg, lr = 0.01, 0.1
     trainer = Trainer(BNDetector(), dataclasses.replace(SGD, lr=lr, precision="amp"), CPU, tmp_path / "c.pt",
                       TrainLog(tmp_path / "log.csv"))
@@ -130,19 +130,19 @@ def test_bn_scale_moves_by_lr_times_reg_with_and_without_the_scaler(tmp_path: Pa
 
 
 def test_fp16_overflow_is_skipped_and_counted_but_fp32_nan_fails(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: True)
+    monkeypatch.setattr(bench.training.loop, "uses_amp", lambda recipe, device: True)
     trainer = Trainer(BNDetector(failure_at=1), dataclasses.replace(SGD, precision="amp"), CPU,
                       tmp_path / "c.pt", TrainLog(tmp_path / "log.csv"))
     outcome = trainer.train(AugmentedToySet(), collate, Stage("train", 4))
     assert (outcome.iterations, outcome.skipped_steps, outcome.optimizer_steps) == (4, 1, 3)
-    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: False)
+    monkeypatch.setattr(bench.training.loop, "uses_amp", lambda recipe, device: False)
     fp32 = Trainer(BNDetector(failure_at=1), SGD, CPU, tmp_path / "d.pt", TrainLog(tmp_path / "d.csv"))
     with pytest.raises(NonFiniteLossError, match="iteration 1"):
         fp32.train(AugmentedToySet(), collate, Stage("train", 4))
 
 
 def test_bfloat16_autocast_needs_no_scaler_and_a_gpu_that_has_it(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: True)
+    monkeypatch.setattr(bench.training.loop, "uses_amp", lambda recipe, device: True)
     recipe = dataclasses.replace(SGD, precision="amp", amp_dtype="bfloat16")
     trainer = Trainer(BNDetector(), recipe, CPU, tmp_path / "c.pt", TrainLog(tmp_path / "log.csv"))
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
@@ -150,7 +150,7 @@ def test_bfloat16_autocast_needs_no_scaler_and_a_gpu_that_has_it(tmp_path: Path,
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla V100")
     with pytest.raises(ValueError, match="V100 does not support bfloat16"):
-        bench.train.autocast_dtype(recipe, torch.device("cuda", 0))
+        bench.training.loop.autocast_dtype(recipe, torch.device("cuda", 0))
 
 
 # ------------------------------------------------------------------------------- BatchNorm under DDP
@@ -220,7 +220,7 @@ class _Priors(Detector):
         self.lin = nn.Linear(2, 2)
         self.norm = nn.LayerNorm(2, eps=1e-10)  # an eps fp16 rounds to 0
 
-    protocol = property(lambda self: InputProtocol(8, "stretch", (0, 0, 0), (1, 1, 1)))
+    input_spec = property(lambda self: InputSpec(8, "stretch", (0, 0, 0), (1, 1, 1)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.lin(self.norm(x))
@@ -251,7 +251,8 @@ def test_mean_over_replicas_is_identity_alone_and_the_installed_reduction_under_
 def test_throughput_batch_is_halved_until_it_fits(tmp_path: Path, monkeypatch) -> None:
     from torchvision.io import write_png
 
-    from bench.speed import SpeedConfig, measure_speed
+    from bench.speed.config import SpeedConfig
+    from bench.speed.harness import measure_speed
 
     path = tmp_path / "a.png"
     write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(path))

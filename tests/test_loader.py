@@ -14,10 +14,10 @@ from bench.data import DetectionDataset, read_coco
 from bench.data.loader import DetectionTorchDataset, collate
 from bench.data.synth import generate
 from bench.errors import BenchInputError
-from detectors.base import InputProtocol, Target
+from detectors.base import InputSpec, Target
 
-SSD = InputProtocol(size=64, resize="stretch", mean=(0.48, 0.46, 0.41), std=(1 / 255,) * 3)
-YOLO = InputProtocol(size=64, resize="letterbox", mean=(0.0,) * 3, std=(1.0,) * 3)
+SSD = InputSpec(size=64, resize="stretch", mean=(0.48, 0.46, 0.41), std=(1 / 255,) * 3)
+YOLO = InputSpec(size=64, resize="letterbox", mean=(0.0,) * 3, std=(1.0,) * 3)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> DetectionDataset:
 @pytest.mark.parametrize(("protocol", "train", "augment"), [
     (SSD, True, "ssd"), (SSD, False, "ssd"), (YOLO, True, "yolo"), (YOLO, False, "none"), (SSD, True, "none"),
 ])
-def test_items_and_batches(ds: DetectionDataset, protocol: InputProtocol, train: bool, augment: str) -> None:
+def test_items_and_batches(ds: DetectionDataset, protocol: InputSpec, train: bool, augment: str) -> None:
     data = DetectionTorchDataset(ds, protocol, train, augment, seed=1)
     images, targets, metas = collate([data[i] for i in range(len(data))])
     assert images.shape == (4, 3, 64, 64) and images.dtype == torch.float32

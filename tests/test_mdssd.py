@@ -24,6 +24,8 @@ def test_seven_prediction_maps_at_the_native_input(size, maps):
     assert features.out_channels == [c for c, _ in maps]
 
 
+# Parameter counts: snapshots of this implementation (the MDSSD paper gives none); the prior counts are
+# derived in test_prior_levels_extend_ssd_with_a_finer_level.
 @pytest.mark.parametrize(("name", "num_classes", "params", "priors"), [
     ("mdssd300", 20, 63_556_114, 31_232), ("mdssd300", 80, 72_129_034, 31_232),
     ("mdssd512", 20, 61_705_284, 90_096), ("mdssd512", 80, 70_554_804, 90_096),
@@ -40,11 +42,16 @@ def test_prior_levels_extend_ssd_with_a_finer_level():
     assert [lv.step for lv in levels] == [4, 8, 16, 32, 64, 100, 300]
     assert levels[0].shapes[:2] == ((15, 15), (math.sqrt(15 * 30),) * 2)
     assert levels[1].shapes[0] == (30, 30)  # conv4_3's SSD300 size, one level down
+    assert [lv.feature_size for lv in levels] == [75, 38, 19, 10, 5, 3, 1]
+    # Derived: feature side squared times boxes per location, summed over the seven maps.
+    assert sum(lv.num_priors for lv in levels) == 4 * 75**2 + 4 * 38**2 + 6 * (19**2 + 10**2 + 5**2) \
+        + 4 * 3**2 + 4 * 1**2 == 31_232
     wide = mdssd_levels(512)
     assert [lv.feature_size for lv in wide] == [128, 64, 32, 16, 8, 4, 2]
     assert [lv.boxes_per_location for lv in wide] == [4, 4, 6, 6, 6, 6, 4]
     assert wide[0].shapes[0] == pytest.approx((17.92, 17.92)) and wide[0].step == 4
-    assert sum(lv.num_priors for lv in wide) == 90_096
+    assert sum(lv.num_priors for lv in wide) == 4 * 128**2 + 4 * 64**2 + 6 * (32**2 + 16**2 + 8**2 + 4**2) \
+        + 4 * 2**2 == 90_096
 
 
 def test_fusion_block_layout():

@@ -88,7 +88,6 @@ def test_max_dets_override_keeps_default_summary_exact() -> None:
 
 
 def _tidecv_run(gt_path: Path, dt_path: Path):
-    pytest.importorskip("cv2")
     for name, alias in (("float", float), ("int", int), ("bool", bool)):  # tidecv 1.0.1 predates numpy
         if not hasattr(np, name):  # 1.24's removal of the aliases; numpy 2 has np.bool again: keep it
             setattr(np, name, alias)

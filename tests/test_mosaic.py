@@ -14,12 +14,12 @@ from PIL import Image
 
 from bench.data.mosaic import MosaicDataset
 from bench.data.records import DetectionDataset, ImageRecord
-from bench.suite import MosaicAugment
-from detectors.base import InputProtocol
+from bench.suite.spec import MosaicAugment
+from detectors.base import InputSpec
 
 SIZE = 64
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]  # class k is drawn in colour k
-PROTOCOL = InputProtocol(SIZE, "letterbox", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+PROTOCOL = InputSpec(SIZE, "letterbox", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 STILL = MosaicAugment(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0)  # geometry only: colours stay exact
 
 

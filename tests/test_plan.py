@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchInputError
-from bench.plan import budgeted_recipe, plan_for, print_plan
-from bench.suite import load_suite
+from bench.plan.resolve import budgeted_recipe, plan_for, print_plan
+from bench.suite.spec import load_suite
 
 KEYS = {"family", "overrides", "input", "schedule", "stages", "optimizer", "lr", "warmup", "ema",
         "augmentation", "precision", "pretrained", "seed", "budget", "cost", "recipe"}

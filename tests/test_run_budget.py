@@ -120,7 +120,13 @@ def test_plan_flag_trains_nothing_and_the_run_trains_what_it_printed(tmp_path: P
     stored = read(out / "plan.json")
     assert stored["models"]["tiny_fake"]["budget"] == printed["models"]["tiny_fake"]["budget"]
     assert stored["data"]["train_images"] == printed["data"]["train_images"]  # the synthetic spec's count
-    assert read(out / "models" / "tiny_fake" / "status.json")["budget"]["trained_iterations"] == 6
+    status = read(out / "models" / "tiny_fake" / "status.json")
+    assert status["budget"]["trained_iterations"] == 6
+    # where the model's time went: wall and CPU seconds of every stage, the README's breakdown
+    assert set(status["stage_seconds"]) == {"build", "train", "evaluate", "speed"}
+    for stage, seconds in status["stage_seconds"].items():
+        assert set(seconds) == {"wall", "cpu"} and all(v >= 0 for v in seconds.values()), stage
+    assert status["stage_seconds"]["train"]["wall"] > 0
 
 
 def test_final_weights_full_fp16_or_none(tmp_path: Path) -> None:
@@ -141,3 +147,21 @@ def test_final_weights_full_fp16_or_none(tmp_path: Path) -> None:
     assert run(tmp_path, "smoke", out, "--models", "tiny_fake") == 0
     assert not (out / "models" / "tiny_fake" / "final.pt").exists()
     assert read(out / "manifest.json")["weights"]["final_pt"] == "none"
+
+
+def test_coco_small_budget_is_declared_before_training() -> None:
+    """The main job's rule: equal iterations for the two models that learn on a CPU, a smoke budget (one
+    iteration per training stage) for the others; every model's planned stages add up to its budget."""
+    from bench.plan.resolve import plan_for
+    from bench.suite.spec import load_suite
+
+    suite = load_suite("coco_small")
+    plan = plan_for(suite, with_cost=False)["models"]
+    assert suite.budget.rule == "schedule" and not suite.budget.paper_budget
+    learners = {name: plan[name]["budget"]["iterations"] for name in ("yolov5n", "yolov5s")}
+    assert learners["yolov5n"] == learners["yolov5s"] == suite.recipe.iterations >= 100
+    for name, model in plan.items():
+        stages = [s["iterations"] for s in model["stages"]]
+        assert sum(stages) == model["budget"]["iterations"], name
+        if name not in learners:
+            assert stages == [1] * len(stages) and model["overrides"], name  # smoke budget, with its reason

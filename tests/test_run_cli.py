@@ -9,20 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.model_job
 import bench.run
-import tests.fake_detector  # registers tiny_fake, tiny_nan, tiny_raise
+import bench.runner.model_job
 from bench.run import main
-from detectors.registry import model_names, register
-from detectors.ssd.slimming_plan import slimming_plan
-
-if "tiny_pruned" not in model_names():  # the tiny network with MFSSD-Pruned's plan (its pruning faked below)
-    register("tiny_pruned", family="ssd", input_size=64, plan=slimming_plan)(
-        tests.fake_detector._builder(None))
+from tests.fake_slimming import FakeSlimming, install  # registers tiny_fake, ..., tiny_pruned
 
 MODEL_FILES = ["status.json", "info.json", "train_log.csv", "detections.json", "metrics.json",
                "bootstrap.json", "pr_curves.csv", "roc_curves.csv", "confusion.json", "speed.json",
                "complexity.json"]
+
+
+REAL_BUILD_REPORT = bench.run.build_report
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +70,9 @@ def test_run_writes_the_contract_and_records_failures(tmp_path: Path, reports_bu
     assert info["recipe"]["iterations"] == 6 and info["overrides"] is None and info["num_classes"] == 8
     metrics = json.loads((fake / "metrics.json").read_text())
     assert 0 <= metrics["coco"]["AP50"] <= 1
+    # The manifest names the evaluator that produced every metrics.json.
+    assert manifest["eval_engine"] == metrics["engine"] and metrics["engine"]["name"]
+    assert manifest["versions"]["eval_engine"] == "{name} {version}".format(**metrics["engine"])
     detections = json.loads((fake / "detections.json").read_text())
     assert len(detections) == 4 * 8  # one detection per class per test image
     assert json.loads((fake / "complexity.json").read_text())["params"] == info["params"]
@@ -88,6 +88,34 @@ def test_run_writes_the_contract_and_records_failures(tmp_path: Path, reports_bu
     assert metrics_file.stat().st_mtime_ns == mtime
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["resumed"]) == 1
+
+
+@pytest.mark.slow
+def test_real_run_ends_in_the_real_report(tmp_path: Path, monkeypatch) -> None:
+    """No stub: the run's own files make a report (its 18 figures dominate the time)."""
+    monkeypatch.setattr(bench.run, "build_report", REAL_BUILD_REPORT)
+    out = tmp_path / "run"
+    assert run(tmp_path, out, "--models", "tiny_fake") == 0
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    models = markdown.split("## Models")[1].split("\n## ")[0]
+    assert any(line.startswith("| tiny\\_fake | done | ssd | 64 |") for line in models.splitlines()), models
+    assert "tiny_fake" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_broken_report_fails_the_run_and_keeps_the_results(tmp_path: Path, monkeypatch, capsys) -> None:
+    import reports.build
+
+    def broken(run_dir, tolerance=None):
+        raise KeyError("a report bug")
+
+    monkeypatch.setattr(bench.run, "build_report", REAL_BUILD_REPORT)
+    monkeypatch.setattr(reports.build, "build_report", broken)
+    out = tmp_path / "run"
+    assert run(tmp_path, out, "--models", "tiny_fake") == 1
+    assert f"report failed; the results are in {out}" in capsys.readouterr().err
+    assert status(out, "tiny_fake")["state"] == "done"
+    assert json.loads((out / "models" / "tiny_fake" / "metrics.json").read_text())["coco"]
+    assert not (out / "report.md").exists()
 
 
 def test_fail_fast_stops_and_nan_loss_is_a_failure(tmp_path: Path) -> None:
@@ -134,55 +162,12 @@ def test_voc07_without_data_says_where_voc_comes_from(tmp_path: Path, monkeypatc
     assert err.count("\n") == 1 and not out.exists()
 
 
-class FakeSlimming:
-    """Stands in for ``detectors.ssd.pruning`` on the tiny model: 'pruning' halves the box head's weights,
-    so a pruned model is recognisable, and save/load go through weights-only files like the real ones."""
-
-    calls: list[str]
-
-    def __init__(self) -> None:
-        self.calls = []
-
-    def make_slimming_pruner(self, model, example_inputs, reg):
-        self.calls.append(f"pruner reg={reg}")
-        return object()
-
-    def sparsity_step(self, pruner, model) -> None:
-        self.calls.append("sparsity_step")
-
-    def prune_by_criterion(self, model, example_inputs=None, *, ratio=None, threshold=None):
-        # The plan's default (criterion) mode; without an example input it is the plan's preview.
-        self.calls.append(f"{'prune' if example_inputs is not None else 'preview'} ratio={ratio}")
-        model.box.weight.data.mul_(0.5)
-        return None
-
-    def prune_to_params(self, model, target_params=None, example_inputs=None):
-        # Without an example input it is the plan's preview of the pruned architecture (plan.json's FLOPs).
-        self.calls.append("prune" if example_inputs is not None else "preview")
-        model.box.weight.data.mul_(0.5)
-        return model
-
-    def save_pruned(self, model, path, base) -> None:
-        torch.save({"base": base, "state_dict": model.state_dict()}, path)
-
-    def load_pruned(self, path, map_location):
-        self.calls.append("load_pruned")
-        model = tests.fake_detector.TinyDetector(8)
-        model.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
-        model.name = "tiny_pruned"
-        return model
-
-
 def test_pruned_model_runs_sparse_prune_finetune_and_resumes_in_finetune(tmp_path: Path, monkeypatch) -> None:
     """The registry's slimming plan, executed by the runner (which knows no model by name)."""
-    import detectors.ssd.pruning
-
     fake = FakeSlimming()
-    for name in ("make_slimming_pruner", "sparsity_step", "prune_by_criterion", "prune_to_params",
-                 "save_pruned", "load_pruned"):
-        monkeypatch.setattr(detectors.ssd.pruning, name, getattr(fake, name))
+    install(fake, monkeypatch.setattr)
     # Keep the resumable state a finished model normally discards: the test resumes as if killed just before.
-    monkeypatch.setattr(bench.model_job, "discard_resume_state", lambda model_dir, job: None)
+    monkeypatch.setattr(bench.runner.model_job, "discard_resume_state", lambda model_dir, job: None)
     out = tmp_path / "run"
     assert run(tmp_path, out, "--models", "tiny_pruned", "--keep-weights") == 0
     model_dir = out / "models" / "tiny_pruned"

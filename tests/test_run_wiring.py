@@ -136,9 +136,9 @@ def test_fit_to_training_boxes_runs_once_and_not_on_resume(tmp_path: Path, monke
     calls = []
     monkeypatch.setattr(AnchoredTiny, "fit_to_training_boxes",
                         lambda self, *a, **k: calls.append("fit") or {"refit": True})
-    import bench.model_job
+    import bench.runner.model_job
 
-    monkeypatch.setattr(bench.model_job, "discard_resume_state", lambda model_dir, job: None)
+    monkeypatch.setattr(bench.runner.model_job, "discard_resume_state", lambda model_dir, job: None)
     again = tmp_path / "again"
     assert run(tmp_path, again, "--models", "tiny_anchored") == 0 and calls == ["fit"]
     status = again / "models" / "tiny_anchored" / "status.json"

@@ -1,4 +1,4 @@
-"""The schedule of ``bench.schedule`` against ultralytics/yolov5 ``train.py``: exact values (SGD groups)."""
+"""The schedule of ``bench.training.schedule`` against ultralytics/yolov5 ``train.py``: exact SGD values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from bench.schedule import (
+from bench.training.schedule import (
     apply_schedule,
     base_accumulation,
     decay_factor,

@@ -15,9 +15,10 @@ from torch import Tensor, nn
 from torchvision.io import write_png
 
 from bench.environment import device_name
-from bench.speed import SpeedConfig, measure_speed, prepare_image, save, summarise
-from bench.timers import CudaEventTimer, PerfCounterTimer, time_iterations, timer_for
-from detectors import Detections, Detector, ImageMeta, InputProtocol, PostprocessConfig, Target, build_model
+from bench.speed.config import SpeedConfig
+from bench.speed.harness import measure_speed, prepare_image, save, summarise
+from bench.speed.timers import CudaEventTimer, PerfCounterTimer, time_iterations, timer_for
+from detectors import Detections, Detector, ImageMeta, InputSpec, PostprocessConfig, Target, build_model
 
 RESULT_KEYS = {"protocol", "device", "device_name", "precision", "batch", "fused", "warmup", "iterations",
                "timed_seconds", "mean_ms", "p50_ms", "p90_ms", "fps", "nms", "timer", "threads",
@@ -38,8 +39,8 @@ class TinyDetector(Detector):
         self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm, nn.Conv2d(8, 6, 1))
 
     @property
-    def protocol(self) -> InputProtocol:
-        return InputProtocol(self.input_size, "stretch", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.input_size, "stretch", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.body(images)
@@ -171,7 +172,7 @@ def test_yolov5_end_to_end_letterbox_fuse_and_nms(images: list[Path]) -> None:
 
 
 def test_letterbox_preparation_matches_the_protocol(images: list[Path]) -> None:
-    image, meta = prepare_image(images[0], InputProtocol(64, "letterbox", (0, 0, 0), (1, 1, 1)), image_id=3)
+    image, meta = prepare_image(images[0], InputSpec(64, "letterbox", (0, 0, 0), (1, 1, 1)), image_id=3)
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert meta.image_id == 3 and meta.orig_size == (HEIGHT, WIDTH)
     # ratio 64 / 80 = 0.8: content 38 x 64 (48 x 0.8 = 38.4 rounds to 38 rows), centred: 13 padded rows on top

@@ -240,22 +240,22 @@ def test_ablation_switches_run_through_the_runner(tmp_path, monkeypatch):
     import json
     from pathlib import Path
 
-    import bench.model_job
     import bench.run
+    import bench.runner.model_job
     from bench.run import main
 
     smoke = Path(__file__).resolve().parents[1] / "bench" / "suites" / "smoke.toml"
     suite = tmp_path / "ablation_tiny.toml"
     suite.write_text(TINY_ABLATION.format(smoke=smoke))
     seen = {}
-    real = bench.model_job.training_dataset
+    real = bench.runner.model_job.training_dataset
 
     def recording(data, model, recipe, family, ctx):
         dataset = real(data, model, recipe, family, ctx)
         seen[model.name] = (dataset.augment, recipe.ssd_augment.expand_p)
         return dataset
 
-    monkeypatch.setattr(bench.model_job, "training_dataset", recording)
+    monkeypatch.setattr(bench.runner.model_job, "training_dataset", recording)
     monkeypatch.setattr(bench.run, "build_report", lambda out: None)
     out = tmp_path / "run"
     assert main(["--suite", str(suite), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -281,13 +281,13 @@ def test_the_zoom_out_setting_reaches_the_loader():
     from types import SimpleNamespace
 
     from bench.data.transforms import SSD_AUGMENT
-    from bench.model_prep import training_dataset
-    from bench.suite import Recipe, SSDAugment
+    from bench.runner.model_prep import training_dataset
+    from bench.suite.spec import Recipe, SSDAugment
 
     recipe = Recipe(iterations=1, ssd_augment=SSDAugment(expand_p=0.0, expand_max_ratio=2.0))
     with torch.device("meta"):
-        protocol = build_model("ssd300", 2).protocol
-    dataset = training_dataset(SimpleNamespace(train=[]), SimpleNamespace(protocol=protocol), recipe, "ssd",
+        protocol = build_model("ssd300", 2).input_spec
+    dataset = training_dataset(SimpleNamespace(train=[]), SimpleNamespace(input_spec=protocol), recipe, "ssd",
                                None)
     expected = dataclasses.replace(SSD_AUGMENT, expand_p=0.0, expand_max_ratio=2.0)
     assert getattr(dataset, "ssd_config", None) == expected

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchInputError
-from bench.suite import bundled_suites, load_suite
+from bench.suite.spec import bundled_suites, load_suite
 
 MINIMAL = """
 name = "t"
@@ -33,7 +33,7 @@ def test_bundled_suites_load() -> None:
         suite = load_suite(name)
         assert suite.models and suite.sha256 and suite.budget_description and suite.protocol != "custom"
     coco_small = load_suite("coco_small")
-    assert len(coco_small.models) == 15 and coco_small.budget.rule == "equal_compute"
+    assert len(coco_small.models) == 15 and coco_small.budget.rule == "schedule"
     assert coco_small.data.root is None  # the synthetic default
     assert {load_suite(n).protocol for n in ("voc07", "voc07_512", "coco")} == {"identical"}
     assert {load_suite(n).protocol for n in ("voc07_paper", "voc07_512_paper", "coco_paper")} == {"paper"}
@@ -91,8 +91,8 @@ def test_invalid_toml_and_missing_suite(tmp_path: Path) -> None:
 
 
 def test_synthetic_test_limit_does_not_apply_to_data_given_by_path(tmp_path: Path) -> None:
-    from bench.datasets import resolve_data
-    from bench.suite import DataConfig, SplitNames, SyntheticData
+    from bench.data.resolve import resolve_data
+    from bench.suite.spec import DataConfig, SplitNames, SyntheticData
 
     config = DataConfig(synthetic=SyntheticData(images=30, seed=1, image_size=64, test_images=2),
                         splits={"coco": SplitNames("train", "test")})

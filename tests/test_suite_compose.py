@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchInputError
-from bench.schedule import base_accumulation, effective_weight_decay
-from bench.suite import SUITES_DIR, bundled_suites, load_suite
+from bench.suite.spec import SUITES_DIR, bundled_suites, load_suite
+from bench.training.schedule import base_accumulation, effective_weight_decay
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,10 +12,10 @@ import pytest
 
 from bench.data.records import ImageRecord
 from bench.errors import BenchInputError
-from bench.plan import plan_for
+from bench.plan.resolve import plan_for
 from bench.run import main
-from bench.suite import load_suite
-from bench.suite_variants import learned_prior_options, training_box_shapes
+from bench.suite.spec import load_suite
+from bench.suite.variants import learned_prior_options, training_box_shapes
 from detectors.registry import build_model, model_spec
 from detectors.ssd.priors import kmeans_prior_shapes
 
@@ -136,7 +136,7 @@ def test_learned_priors_are_kmeans_of_the_training_boxes_at_the_input(tmp_path: 
 
 def test_ssd_augment_defaults_are_the_transforms(tmp_path: Path) -> None:
     from bench.data.transforms import SSD_AUGMENT
-    from bench.suite import SSDAugment
+    from bench.suite.spec import SSDAugment
 
     for name, value in dataclasses.asdict(SSDAugment()).items():
         assert getattr(SSD_AUGMENT, name) == value

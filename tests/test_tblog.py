@@ -12,9 +12,9 @@ from typing import ClassVar
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import bench.tblog
+import bench.training.tblog
 from bench.errors import BenchInputError
-from bench.tblog import LoggingOptions, add_logging_arguments, configure, log_evaluation, open_logger
+from bench.training.tblog import LoggingOptions, add_logging_arguments, configure, log_evaluation, open_logger
 
 
 def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -126,7 +126,7 @@ def test_optional_wandb_and_mlflow_sinks(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "mlflow", mlflow)
     monkeypatch.setitem(sys.modules, "mlflow.entities", entities)
 
-    monkeypatch.setattr(bench.tblog, "_defaults", dict(bench.tblog._defaults))  # restored afterwards
+    monkeypatch.setattr(bench.training.tblog, "_defaults", dict(bench.training.tblog._defaults))
     configure(LoggingOptions(wandb_project="proj", mlflow_uri="file:./mlruns"), experiment="smoke")  # the CLI
     model_dir = tmp_path / "run1" / "models" / "tiny"
     for start in (0, 2):  # a first attempt and a requeued one: the same W&B id and MLflow run

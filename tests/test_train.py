@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.train
-from bench import checkpoint
+import bench.training.loop
 from bench.distributed import DistContext
-from bench.schedule import (
+from bench.runner.stages import Stage, stage_iterations
+from bench.suite.spec import Recipe
+from bench.training import checkpoint
+from bench.training.log import TrainLog
+from bench.training.loop import NonFiniteLossError, Trainer
+from bench.training.schedule import (
     build_optimizer,
     lr_at,
 )
-from bench.stages import Stage, stage_iterations
-from bench.suite import Recipe
-from bench.train import NonFiniteLossError, Trainer
-from bench.train_log import TrainLog
 from detectors import ImageMeta, Target
 from tests.fake_detector import TinyDetector
 
@@ -181,14 +181,14 @@ def test_schedule_shapes() -> None:
 
 def test_amp_is_cuda_only() -> None:
     amp = dataclasses.replace(RECIPE, precision="amp")
-    assert bench.train.uses_amp(amp, torch.device("cuda", 0))
-    assert not bench.train.uses_amp(amp, torch.device("cpu"))
-    assert not bench.train.uses_amp(RECIPE, torch.device("cuda", 0))
+    assert bench.training.loop.uses_amp(amp, torch.device("cuda", 0))
+    assert not bench.training.loop.uses_amp(amp, torch.device("cpu"))
+    assert not bench.training.loop.uses_amp(RECIPE, torch.device("cuda", 0))
 
 
 def test_amp_path_scales_unscales_for_clipping_and_saves_the_scaler(tmp_path: Path, monkeypatch) -> None:
     """The CUDA branch (fp16 autocast + GradScaler) run on CPU, where both exist, to test its logic."""
-    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: True)
+    monkeypatch.setattr(bench.training.loop, "uses_amp", lambda recipe, device: True)
     recipe = dataclasses.replace(RECIPE, precision="amp", grad_clip=1.0)
     trainer = make_trainer(tmp_path, recipe)
     assert trainer.amp and trainer.scaler.is_enabled()
@@ -210,7 +210,7 @@ def flat(tensors) -> torch.Tensor:
 
 
 def test_clipped_update_has_exactly_the_clip_norm_and_unscale_comes_first(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(bench.train, "uses_amp", lambda recipe, device: True)  # GradScaler on (CPU)
+    monkeypatch.setattr(bench.training.loop, "uses_amp", lambda recipe, device: True)  # GradScaler on (CPU)
     recipe = dataclasses.replace(SGD, precision="amp", grad_clip=1e-3)
     trainer = make_trainer(tmp_path, recipe)
     order: list[str] = []
@@ -260,7 +260,7 @@ def test_accumulation_sums_micro_batch_gradients_and_scales_weight_decay(tmp_pat
     assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [1e-2 * 4 * 2 / 8]
     reference = make_trainer(tmp_path / "ref", SGD)
     start = [p.detach().clone() for p in reference.model.parameters()]
-    from bench.stages import epoch_batches
+    from bench.runner.stages import epoch_batches
 
     grads = [torch.zeros_like(p) for p in start]
     for images, targets in list(epoch_batches(AugmentedToySet(), collate, SGD, CPU, 0, 0))[:2]:

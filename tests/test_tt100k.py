@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.data.resolve import detect_format, read_ground_truth, resolve_data
 from bench.data.tt100k import (
     TT100K_45_CLASSES,
     TT100K_SIZE_BUCKETS,
@@ -17,9 +18,8 @@ from bench.data.tt100k import (
     size_bucket,
     write_tt100k,
 )
-from bench.datasets import detect_format, read_ground_truth, resolve_data
 from bench.errors import BenchInputError
-from bench.suite import load_suite
+from bench.suite.spec import load_suite
 
 
 def box(x1: float, y1: float, x2: float, y2: float) -> dict[str, float]:

@@ -49,7 +49,7 @@ def test_registry_and_letterbox_protocol() -> None:
     assert (spec.family, spec.input_size) == ("yolov5", 640)
     model = build_model("yolov5su", num_classes=3, input_size=320)
     assert model.name == "yolov5su" and model.input_size == 320
-    protocol = model.protocol
+    protocol = model.input_spec
     assert (protocol.size, protocol.resize) == (320, "letterbox")
     assert (protocol.mean, protocol.std) == ((0, 0, 0), (1, 1, 1))
     with pytest.raises(ValueError, match="multiple of 32"):

@@ -68,7 +68,8 @@ def test_registry_protocol_and_head_layout() -> None:
     assert (model_spec("yolov5s").family, model_spec("yolov5s").input_size) == ("yolov5", 640)
     model = build_model("yolov5s", num_classes=3, input_size=320)
     assert model.name == "yolov5s" and model.num_priors == 3 * (40 * 40 + 20 * 20 + 10 * 10)
-    assert (model.protocol.size, model.protocol.resize, model.protocol.std) == (320, "letterbox", (1, 1, 1))
+    spec = model.input_spec
+    assert (spec.size, spec.resize, spec.std) == (320, "letterbox", (1, 1, 1))
     head = model.model.detect
     assert [conv.out_channels for conv in head.m] == [3 * 8] * 3
     assert [conv.in_channels for conv in head.m] == [128, 256, 512]  # yolov5s: 256/512/1024 x 0.5

@@ -17,11 +17,11 @@ from torch import nn
 from ultralytics.engine.trainer import BaseTrainer
 
 from bench.distributed import DistContext
-from bench.schedule import base_accumulation, effective_weight_decay
-from bench.stages import Stage
-from bench.suite import Recipe
-from bench.train import Trainer
-from bench.train_log import TrainLog
+from bench.runner.stages import Stage
+from bench.suite.spec import Recipe
+from bench.training.log import TrainLog
+from bench.training.loop import Trainer
+from bench.training.schedule import base_accumulation, effective_weight_decay
 from detectors import ImageMeta, Target, build_model
 
 SIZE = 64

@@ -23,7 +23,7 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from bench.io import read_json, write_json
-from bench.manifest import now
+from bench.runner.manifest import now
 
 JOB_RECORD = "job.json"
 

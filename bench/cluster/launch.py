@@ -23,7 +23,7 @@ from bench.cluster.collect import LAUNCH_RECORD, collect, job_activity, model_st
 from bench.cluster.options import LauncherOptions
 from bench.errors import BenchInputError
 from bench.io import read_json, write_json
-from bench.suite import Suite, load_suite, suite_path
+from bench.suite.spec import Suite, load_suite, suite_path
 
 # bench.run options a job inherits from the launching command: (namespace attribute, flag, kind), kind
 # "path" (made absolute), "value" or "switch" (a store_true flag, passed when set). --suite, --models, --out,
@@ -37,7 +37,7 @@ POLL_SECONDS = {"local": 1.0, "slurm": 60.0}
 
 if TYPE_CHECKING:
     from bench.cluster.job import JobSpec
-    from bench.datasets import ResolvedData
+    from bench.data.resolve import ResolvedData
 
 
 def launch(args: argparse.Namespace, models: Sequence[str], out: Path, *,
@@ -65,7 +65,7 @@ def launch(args: argparse.Namespace, models: Sequence[str], out: Path, *,
         specs.append(job_spec(args, name, out, device, imports))
     out.mkdir(parents=True, exist_ok=True)
     # The resolved plan of every model, once, before any job starts: each job trains its model's entry.
-    from bench.run_setup import resolved_plan
+    from bench.runner.run_dir import resolved_plan
 
     resolved_plan(out, suite, list(models), data, options.world_size)
     record = new_record(record, options, suite)
@@ -102,7 +102,7 @@ def job_device(args: argparse.Namespace, options: LauncherOptions) -> str:
 def preflight_data(suite: Suite, args: argparse.Namespace) -> ResolvedData:
     """Resolve the data once here: a bad --data (or, with --strict, a data-quality problem) fails now, and
     the synthetic set is cached for the jobs."""
-    from bench.datasets import resolve_data
+    from bench.data.resolve import resolve_data
 
     return resolve_data(suite.data, args.data, Path(args.cache_dir), suite.path or Path(args.suite),
                         strict=bool(getattr(args, "strict", False)))
@@ -143,7 +143,7 @@ def new_record(previous: dict[str, Any] | None, options: LauncherOptions, suite:
 
 
 def _note_job(record: dict[str, Any], out: Path, name: str, job: Any, gpus: Sequence[int] | None) -> None:
-    from bench.manifest import now
+    from bench.runner.manifest import now
 
     old = record["jobs"].get(name)
     if old is not None:

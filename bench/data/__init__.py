@@ -2,33 +2,30 @@
 synthetic set, and the data-health scan (``bench.data.health``; ``python -m bench.data.check ROOT``).
 
 The transforms and the torch loader live in ``bench.data.transforms`` and ``bench.data.loader``; they are not
-imported here so that reading annotations (the evaluator's path) does not pull in torchvision.
+imported here so that reading annotations (the evaluator's path) does not pull in torchvision. The names
+below are imported on first use (PEP 562), so ``import bench.data.coco`` does not load every other reader.
 """
 
-from bench.data.coco import read_coco, to_coco_dict, write_coco
-from bench.data.health import DataHealth
-from bench.data.kitti import KITTI_CLASSES, read_kitti, write_kitti
-from bench.data.records import DetectionDataset, ImageRecord
-from bench.data.tt100k import TT100K_45_CLASSES, read_tt100k, write_tt100k
-from bench.data.voc import VOC_CLASSES, read_voc, write_voc
-from bench.data.yolo import read_yolo, write_yolo
+from __future__ import annotations
 
-__all__ = [
-    "KITTI_CLASSES",
-    "TT100K_45_CLASSES",
-    "VOC_CLASSES",
-    "DataHealth",
-    "DetectionDataset",
-    "ImageRecord",
-    "read_coco",
-    "read_kitti",
-    "read_tt100k",
-    "read_voc",
-    "read_yolo",
-    "to_coco_dict",
-    "write_coco",
-    "write_kitti",
-    "write_tt100k",
-    "write_voc",
-    "write_yolo",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "read_coco": "coco", "to_coco_dict": "coco", "write_coco": "coco",
+    "DataHealth": "health",
+    "KITTI_CLASSES": "kitti", "read_kitti": "kitti", "write_kitti": "kitti",
+    "DetectionDataset": "records", "ImageRecord": "records",
+    "TT100K_45_CLASSES": "tt100k", "read_tt100k": "tt100k", "write_tt100k": "tt100k",
+    "VOC_CLASSES": "voc", "read_voc": "voc", "write_voc": "voc",
+    "read_yolo": "yolo", "write_yolo": "yolo",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'bench.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bench.data.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -52,7 +52,7 @@ class CheckReport:
 
 def _splits(fmt: str, root: Path) -> list[tuple[str, Callable[[], DetectionDataset]]]:
     """``(name, reader)`` of every split of ``root``; readers raise ``BenchInputError`` on structure."""
-    from bench.datasets import DEFAULT_SPLITS, _read_coco
+    from bench.data.resolve import DEFAULT_SPLITS, _read_coco
 
     if fmt == "coco":
         from bench.data.coco import read_coco
@@ -176,7 +176,7 @@ def check_images(ds: DetectionDataset, decode: bool, workers: int) -> tuple[list
 
 def run_check(root: Path, fmt: str | None = None, images: bool = False,
               workers: int = min(8, os.cpu_count() or 1)) -> CheckReport:
-    from bench.datasets import REFERENCE_TOOLS, detect_format
+    from bench.data.resolve import REFERENCE_TOOLS, detect_format
 
     root = Path(root)
     if not root.exists():

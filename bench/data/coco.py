@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.boxes import xywh_to_xyxy, xyxy_to_xywh
 from bench.data.records import DetectionDataset, ImageRecord
 from bench.errors import BenchInputError
 from bench.io import read_json, write_atomic
@@ -201,7 +202,7 @@ def read_coco(json_path: Path, image_root: Path | None = None) -> DetectionDatas
     ann_order = np.argsort(image_index, kind="stable")
     starts = np.searchsorted(image_index[ann_order], np.arange(len(images) + 1))
     # every column in image order once, so that each record takes views (slices), not copies
-    xyxy = np.concatenate([bbox[:, :2], bbox[:, :2] + bbox[:, 2:]], axis=1)[ann_order]
+    xyxy = xywh_to_xyxy(bbox)[ann_order]
     labels = np.searchsorted(cat_ids, columns["category_id"].astype(np.int64))[ann_order]
     entry_ids = _entry_ids(ann_ids)[ann_order]
     difficult, crowd = (columns["difficult"] != 0)[ann_order], (columns["iscrowd"] != 0)[ann_order]
@@ -242,7 +243,7 @@ def _ignore_regions(images: list[Any], path: Path, image_ids: list[int]) -> dict
                                   entry=f"images[{i}] id {image_ids[i]}", field="ignore_regions")
         xywh = _numeric(regions, path, f"images[{i}].ignore_regions", "ignore_regions",
                         list(range(len(regions))), 4).reshape(-1, 4)
-        out[i] = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        out[i] = xywh_to_xyxy(xywh)
     return out
 
 
@@ -255,10 +256,9 @@ def to_coco_dict(ds: DetectionDataset) -> dict[str, Any]:
                  "height": int(record.height)}
         if len(record.ignore_regions):
             regions = record.ignore_regions
-            image["ignore_regions"] = np.concatenate([regions[:, :2], regions[:, 2:] - regions[:, :2]],
-                                                     axis=1).tolist()
+            image["ignore_regions"] = xyxy_to_xywh(regions).tolist()
         images.append(image)
-        xywh = np.concatenate([record.boxes[:, :2], record.boxes[:, 2:] - record.boxes[:, :2]], axis=1)
+        xywh = xyxy_to_xywh(record.boxes)
         for box, label, area, crowd, difficult in zip(xywh.tolist(), record.labels.tolist(),
                                                       record.box_area.tolist(), record.iscrowd.tolist(),
                                                       record.difficult.tolist(), strict=True):

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bench.data.kitti_splits import default_split
-from bench.data.records import DetectionDataset, ImageRecord
+from bench.data.records import DetectionDataset, ImageRecord, read_image_size
 from bench.data.voc import place_image
 from bench.errors import BenchInputError
 
@@ -156,14 +155,6 @@ def _image_file(layout: KittiLayout, image_id: str) -> Path | None:
     return next((p for p in (layout.images / f"{image_id}{s}" for s in IMAGE_SUFFIXES) if p.is_file()), None)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError) as err:
-        raise BenchInputError(path, f"cannot read image header: {err}") from None
-
-
 def class_index(class_map: dict[str, list[str]] | None) -> tuple[list[str], dict[str, int]]:
     """Target class names and the index of every KITTI type they take; unknown types are refused."""
     if not class_map:
@@ -202,7 +193,7 @@ def read_kitti(root: Path, split: str = "val", class_map: dict[str, list[str]] |
         image = _image_file(layout, image_id)
         boxes = objects.boxes
         if image is not None:
-            width, height = _image_size(image)
+            width, height = read_image_size(image)
         elif require_images:
             raise BenchInputError(layout.images / f"{image_id}.png", "image not found", field="file_name")
         else:

@@ -1,4 +1,4 @@
-"""A torch ``Dataset`` over a ``DetectionDataset``: decode, augment or resize per the model's input protocol.
+"""A torch ``Dataset`` over a ``DetectionDataset``: decode, augment or resize per the model's input spec.
 
 Reproducibility does not depend on the number of workers or their order: every item draws from its own
 generator seeded by ``(seed, epoch, index)``. Call ``set_epoch`` before each epoch's ``DataLoader`` iterator
@@ -39,7 +39,7 @@ from bench.data.transforms import (
     yolo_augment,
 )
 from bench.errors import BenchInputError, resolve_inside
-from detectors.base import ImageMeta, InputProtocol, Target
+from detectors.base import ImageMeta, InputSpec, Target
 
 Augment = Literal["ssd", "yolo", "none"]
 Item = tuple[Tensor, Target, ImageMeta]
@@ -74,17 +74,17 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 class DetectionTorchDataset(Dataset[Item]):
     """``(image float32 (3, S, S) RGB in [0, 1], Target in network-input pixels, ImageMeta)`` per record.
 
-    ``train=False`` only resizes (``protocol.resize``); ``train=True`` applies ``augment``: ``"ssd"`` (the SSD
-    pipeline, zoom-out filled with ``protocol.mean``), ``"yolo"`` (HSV + letterbox + flip) or ``"none"``.
+    ``train=False`` only resizes (``input_spec.resize``); ``train=True`` does ``augment``: ``"ssd"`` (the SSD
+    pipeline, zoom-out filled with ``input_spec.mean``), ``"yolo"`` (HSV + letterbox + flip) or ``"none"``.
     """
 
-    def __init__(self, ds: DetectionDataset, protocol: InputProtocol, train: bool, augment: Augment = "ssd",
+    def __init__(self, ds: DetectionDataset, input_spec: InputSpec, train: bool, augment: Augment = "ssd",
                  seed: int = 0, ssd_config: SSDAugmentConfig = SSD_AUGMENT) -> None:
         if augment not in ("ssd", "yolo", "none"):
             raise ValueError(f"unknown augmentation {augment!r} (expected 'ssd', 'yolo' or 'none')")
-        if protocol.resize not in ("stretch", "letterbox"):
-            raise ValueError(f"unknown resize mode {protocol.resize!r}")
-        self.ds, self.protocol, self.train, self.augment, self.seed = ds, protocol, train, augment, seed
+        if input_spec.resize not in ("stretch", "letterbox"):
+            raise ValueError(f"unknown resize mode {input_spec.resize!r}")
+        self.ds, self.input_spec, self.train, self.augment, self.seed = ds, input_spec, train, augment, seed
         self.ssd_config = ssd_config  # the suite's zoom-out settings (recipe.ssd_augment)
         self.epoch = 0
         # one flag per record, in shared memory so that DataLoader workers' skips reach the main process
@@ -125,17 +125,17 @@ class DetectionTorchDataset(Dataset[Item]):
         objects = ~record.iscrowd
         boxes = torch.from_numpy(record.boxes[objects])
         labels = torch.from_numpy(record.labels[objects])
-        size, image_id = self.protocol.size, record.image_id
+        size, image_id = self.input_spec.size, record.image_id
         mode = self.augment if self.train else "none"
         if mode == "ssd":
             gen = item_generator(self.seed, self.epoch, slot)
-            out, out_boxes, labels, meta = ssd_augment(image, boxes, labels, size, gen, self.protocol.mean,
+            out, out_boxes, labels, meta = ssd_augment(image, boxes, labels, size, gen, self.input_spec.mean,
                                                        image_id, cfg=self.ssd_config)
         elif mode == "yolo":
             gen = item_generator(self.seed, self.epoch, slot)
-            out, out_boxes, meta = yolo_augment(image, boxes, size, gen, self.protocol.pad_value, image_id)
-        elif self.protocol.resize == "letterbox":
-            out, out_boxes, meta = letterbox(image, boxes, size, self.protocol.pad_value, image_id)
+            out, out_boxes, meta = yolo_augment(image, boxes, size, gen, self.input_spec.pad_value, image_id)
+        elif self.input_spec.resize == "letterbox":
+            out, out_boxes, meta = letterbox(image, boxes, size, self.input_spec.pad_value, image_id)
         else:
             out, out_boxes, meta = resize_stretch(image, boxes, size, image_id)
         return out, Target(out_boxes.float(), labels.long()), meta

@@ -40,8 +40,8 @@ from bench.data.health import repair_record
 from bench.data.loader import Item, load_image
 from bench.data.records import DetectionDataset
 from bench.errors import resolve_inside
-from bench.suite import MosaicAugment
-from detectors.base import ImageMeta, InputProtocol, Target
+from bench.suite.spec import MosaicAugment
+from detectors.base import ImageMeta, InputSpec, Target
 
 PAD = 114  # ultralytics' grey
 
@@ -71,11 +71,11 @@ class MosaicDataset(Dataset[Item]):
 
     cache = "ram"  # read by ultralytics' Mosaic: partners come from the whole set, not a recent-image buffer
 
-    def __init__(self, ds: DetectionDataset, protocol: InputProtocol, params: MosaicAugment, seed: int = 0,
+    def __init__(self, ds: DetectionDataset, input_spec: InputSpec, params: MosaicAugment, seed: int = 0,
                  epochs: int | None = None) -> None:
         from ultralytics.data.augment import Compose, Mosaic, RandomFlip, RandomHSV, RandomPerspective
 
-        self.ds, self.size, self.params, self.seed, self.epochs = ds, protocol.size, params, seed, epochs
+        self.ds, self.size, self.params, self.seed, self.epochs = ds, input_spec.size, params, seed, epochs
         self.epoch = 0
         self.mosaic = Mosaic(self, imgsz=self.size, p=params.mosaic)
         self.transforms = Compose([

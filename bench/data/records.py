@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bench.errors import BenchInputError
 
 
 def _empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
@@ -128,3 +131,12 @@ class DetectionDataset:
         return DetectionDataset(self.classes, [self.records[i] for i in indices], self.image_root,
                                 name or self.name, self.source, list(self.category_ids or []),
                                 self.entry_kind, list(self.notes))
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from the image header alone (no decode); an unreadable file is a named error."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise BenchInputError(path, f"cannot read image header: {err}") from None

@@ -162,7 +162,7 @@ def render_image(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarr
     return pixels, boxes, labels
 
 
-def _split_bounds(images: int, splits: dict[str, float]) -> dict[str, range]:
+def split_bounds(images: int, splits: dict[str, float]) -> dict[str, range]:
     if images < 1 or not splits or any(f < 0 for f in splits.values()) or sum(splits.values()) <= 0:
         raise BenchInputError(None, f"need at least one image and non-negative split fractions, got {images} "
                                     f"images and {splits}", field="splits")
@@ -236,7 +236,7 @@ def generate(out: Path, images: int, seed: int, image_size: int = 320,
     if image_size < 64:
         raise BenchInputError(None, f"image size must be at least 64 px, got {image_size}", field="size")
     out = Path(out)
-    bounds = _split_bounds(images, splits or DEFAULT_SPLITS)
+    bounds = split_bounds(images, splits or DEFAULT_SPLITS)
     voc_root = out / "VOCdevkit" / "SYNTH"
     (voc_root / "JPEGImages").mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"voc": voc_root}

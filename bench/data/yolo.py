@@ -18,22 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from bench.data.records import DetectionDataset, ImageRecord
+from bench.data.records import DetectionDataset, ImageRecord, read_image_size
 from bench.data.voc import place_image
 from bench.errors import BenchInputError
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 _DECIMALS = 6
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError) as err:
-        raise BenchInputError(path, f"cannot read image header: {err}") from None
 
 
 def _parse_labels(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,7 +65,7 @@ def read_yolo(root: Path, split: str, classes: list[str]) -> DetectionDataset:
     paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     records = []
     for image_id, path in enumerate(paths):
-        width, height = _image_size(path)
+        width, height = read_image_size(path)
         label_file = label_dir / f"{path.stem}.txt"
         labels, cxcywh, lines = (_parse_labels(label_file, len(classes)) if label_file.is_file()
                                  else (np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)))

@@ -89,7 +89,7 @@ def single_process(device: torch.device) -> Any:
 
 def recipe(**changes: Any) -> Any:
     """The smoke suite's recipe with ``changes``: every other field keeps the suites' defaults."""
-    from bench.suite import load_suite
+    from bench.suite.spec import load_suite
 
     return dataclasses.replace(load_suite("smoke").recipe, **changes)
 

@@ -7,17 +7,11 @@ import re
 import shutil
 import socket
 import subprocess
-from importlib import metadata
 from typing import Any
 
 import torch
 
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+from bench.environment import package_version
 
 
 def nvidia_smi() -> list[dict[str, str]]:
@@ -37,8 +31,8 @@ def nvidia_smi() -> list[dict[str, str]]:
 def environment(device: torch.device) -> dict[str, Any]:
     env: dict[str, Any] = {
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": _version("torchvision"), "ultralytics": _version("ultralytics"),
-        "torch_pruning": _version("torch-pruning"), "cuda_build": torch.version.cuda,
+        "torchvision": package_version("torchvision"), "ultralytics": package_version("ultralytics"),
+        "torch_pruning": package_version("torch-pruning"), "cuda_build": torch.version.cuda,
         "device": str(device), "cuda_available": torch.cuda.is_available(),
     }
     if not torch.cuda.is_available():

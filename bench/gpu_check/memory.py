@@ -32,7 +32,7 @@ def _num_classes(suite: Any) -> int:
 
 def configurations(ctx: CheckContext) -> dict[tuple[Any, ...], list[str]]:
     """(model, input size, classes, train batch, amp, eval batch, throughput batch, fp16) -> suite names."""
-    from bench.suite import bundled_suites, load_suite
+    from bench.suite.spec import bundled_suites, load_suite
     from detectors import model_spec
 
     found: dict[tuple[Any, ...], list[str]] = defaultdict(list)

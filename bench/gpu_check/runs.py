@@ -59,7 +59,7 @@ sys.exit(main(sys.argv[1:]))
 
 def write_suite(ctx: CheckContext, name: str, **recipe: Any) -> Path:
     """``smoke`` with AMP and fp16 speed rows on CUDA (fp32 in the dry run) and ``recipe`` changes."""
-    from bench.suite import SUITES_DIR
+    from bench.suite.spec import SUITES_DIR
 
     amp = ctx.cuda
     recipe = {"precision": "amp" if amp else "fp32", **recipe}

@@ -1,7 +1,7 @@
 """Issue 13.4 on real hardware: under AMP the network-slimming L1 term moves every BN scale by lr * reg.
 
 Two copies of MFSSD-BN, identical weights and batch, take one SGD step (no momentum, no weight decay)
-through ``bench.train.Trainer`` with the real ``GradScaler``: one with the slimming penalty
+through ``bench.training.loop.Trainer`` with the real ``GradScaler``: one with the slimming penalty
 (``detectors.ssd.pruning.sparsity_step`` as the stage's ``after_backward``), one without. The difference of
 their BN scales is the penalty's own step, ``lr * reg * sign(gamma)``. Were the penalty added to the scaled
 gradients, the step would be ``lr * reg / loss_scale``: 1/1024 of it at the scale set here.
@@ -29,7 +29,7 @@ def _bn_scales(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _one_step(ctx: CheckContext, initial: dict[str, torch.Tensor], penalty: bool) -> tuple[Any, Any]:
-    from bench.train import Stage, Trainer, TrainLog
+    from bench.training.loop import Stage, Trainer, TrainLog
     from detectors.ssd import pruning
 
     model = build("mfssd300_bn", ctx.device)

@@ -1,5 +1,5 @@
 """Training and timing on the GPU: an AMP step per family through the real ``Trainer``, CUDA-event timing in
-``bench.speed``, ``channels_last`` and ``cudnn.benchmark``, and SSD300 training throughput against
+``bench.speed.harness``, ``channels_last`` and ``cudnn.benchmark``, and SSD300 training throughput against
 torchvision's ``ssd300_vgg16`` on the same GPU and batch."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from bench.gpu_check.common import (
 
 
 def amp_training_step(ctx: CheckContext) -> dict[str, Any]:
-    """A few AMP iterations per family with ``bench.train.Trainer``: finite fp16 losses, weights updated."""
-    from bench.train import Stage, Trainer, TrainLog
+    """A few AMP iterations per family (``bench.training.loop.Trainer``): finite fp16 losses, updates."""
+    from bench.training.loop import Stage, Trainer, TrainLog
 
     batch, iterations = ctx.size(8, 2), ctx.size(4, 2)
     results = {}
@@ -78,8 +78,9 @@ def _sample_images(ctx: CheckContext, n: int = 4) -> list[Any]:
 
 def cuda_event_timing(ctx: CheckContext) -> dict[str, Any]:
     """The speed protocols on CUDA (events, fp32 + fp16), cross-checked against a synchronised wall clock."""
-    from bench.speed import SpeedConfig, measure_speed
-    from bench.timers import CudaEventTimer
+    from bench.speed.config import SpeedConfig
+    from bench.speed.harness import measure_speed
+    from bench.speed.timers import CudaEventTimer
 
     model = build("ssd300", ctx.device)
     config = SpeedConfig(warmup=ctx.size(10, 1), iterations=ctx.size(50, 2), max_seconds=ctx.size(10, 2),
@@ -219,7 +220,7 @@ CHECKS = [
     Check("amp_training_step", amp_training_step,
           "an AMP training step for every family (SSD, YOLOv5 anchor-based, YOLOv5u) through Trainer"),
     Check("cuda_event_timing", cuda_event_timing,
-          "bench.speed's protocols timed with CUDA events, fp32 and fp16"),
+          "bench.speed.harness's protocols timed with CUDA events, fp32 and fp16"),
     Check("channels_last_cudnn_benchmark", channels_last_and_cudnn_benchmark,
           "channels_last and cudnn.benchmark: same losses, step and forward times"),
     Check("ssd300_throughput_vs_torchvision", ssd300_throughput_vs_torchvision,

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.metrics.groups import pow2_buckets
+from bench.metrics.groups import ordered_by, pow2_buckets
 
 
 def accumulate_order(det_class: np.ndarray, det_score: np.ndarray, det_image_pos: np.ndarray) -> np.ndarray:
     """accumulate's order: class, then descending score, ties by image (sorted ids), then input order."""
-    return np.lexsort((np.arange(len(det_class)), det_image_pos, -det_score, det_class))
+    return ordered_by([det_class], det_score, (det_image_pos,))
 
 
 def needed_true_positives(n_regular: np.ndarray, recall_thresholds: np.ndarray) -> np.ndarray:
@@ -68,11 +68,14 @@ def accumulate_cell(entries: tuple[np.ndarray, np.ndarray, np.ndarray], base_cou
     seg_start = np.concatenate(([0], np.cumsum(n_tp)[:-1]))
     ordinal = np.arange(len(key)) - seg_start[key] + 1
     counted_here = base[j_idx] + corr_cum[is_tp] - before_row[t_idx]
-    start = bounds[cls[j_idx]]
-    pos = np.searchsorted(thr * n_det + det, t_idx * n_det + start)  # first entry of row t at/after start
-    corr_before = np.where(pos > row_start[t_idx], corr_cum[np.maximum(pos - 1, 0)] - before_row[t_idx], 0) \
-        if len(pos) else pos
-    counted_before = np.where(start > 0, base[np.maximum(start - 1, 0)], 0) + corr_before
+    # counted detections of row t before class k starts, for every (t, k) once, then per TP by its key
+    t_all = np.repeat(np.arange(n_iou), n_cls)
+    start = np.tile(bounds[:-1], n_iou)
+    pos = np.searchsorted(thr * n_det + det, t_all * n_det + start)  # first entry of row t at/after start
+    corr_before = np.where(pos > row_start[t_all], corr_cum[np.maximum(pos - 1, 0)] - before_row[t_all], 0) \
+        if len(corr_cum) else np.zeros(len(pos), np.int64)
+    counted_before = (np.where(start > 0, base[np.maximum(start - 1, 0)], 0) + corr_before)[key] \
+        if n_det else np.zeros(len(key), np.int64)
     tp_f = ordinal.astype(np.float64)
     fp_f = (counted_here - counted_before - ordinal).astype(np.float64)
     pr = tp_f / (fp_f + tp_f + np.spacing(1))

@@ -27,137 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics.accumulate import IGNORED, RECALL_THRESHOLDS, TP, needed_true_positives
-from bench.metrics.coco import CocoEvaluation
+from bench.metrics.coco import CocoEvaluation, CocoParams
 from bench.metrics.coco_match import CocoMatch
+from bench.metrics.resample import ResampledArea, resample_area
 
 BOOTSTRAP_METRICS = ("AP", "AP50", "AP_<bucket> for every small-object bucket (upper bound <= 32 px)")
-_CHUNK = 1 << 23  # resamples x positions per block: bounds memory
 
 
 def resample_weights(n_images: int, resamples: int, seed: int) -> np.ndarray:
     """(B, I) int32 multinomial counts: resample ``b`` draws image ``i`` ``w[b, i]`` times."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=resamples).astype(np.int32)
-
-
-def _recall_table(npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative recall-threshold counts per weighted TP count, ``(b, L)``, and each class's offset ``(K,)``.
-
-    Within class ``k``'s block, ``table[o_k + x] - table[o_k + y]`` is the number of recall thresholds whose
-    first reaching TP count (pycocotools' ``searchsorted(tp / npig, r, "left")``, computed as
-    :func:`needed_true_positives`) lies in ``(y, x]``. Each block holds all 101 thresholds, so blocks never
-    leak into each other's differences.
-    """
-    b, n_cls = npig.shape
-    top = npig.max(axis=0).astype(np.int64) + 1
-    offset = np.r_[0, np.cumsum(top)[:-1]]
-    needed = needed_true_positives(npig.ravel(), RECALL_THRESHOLDS).reshape(b, n_cls, -1)
-    needed = np.minimum(needed, (top - 1)[None, :, None])  # a class without boxes in a resample: masked later
-    length = int(top.sum())
-    flat = (np.arange(b)[:, None, None] * length + offset[None, :, None] + needed).ravel()
-    table = np.bincount(flat, minlength=b * length).reshape(b, length)
-    return np.cumsum(table, axis=1, dtype=np.int32), offset
-
-
-def _run_starts(key: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
-
-
-def _segmented_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Integer cumulative sum along axis 1 restarting at each run start ``starts`` (the first run starts at
-    0): each run's first element is lowered by the previous run's total, so one plain cumsum does it."""
-    if len(starts) > 1:
-        totals = np.add.reduceat(values, starts, axis=1)
-        values = values.copy()
-        values[:, starts[1:]] -= totals[:, :-1]
-    return np.cumsum(values, axis=1)
-
-
-def _suffix_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Running maximum from the end of each run (runs begin at ``starts``) along axis 1, every row, for values
-    in [0, 1). One reversed ``maximum.accumulate`` serves all runs: run ``j`` of ``R`` is lifted by ``R - j``,
-    so a later run (lower lift, values < 1) never exceeds an earlier one. Five times faster than padding runs
-    into blocks; the lift costs rounding of at most ulp(R) / 2 (about 1e-14 for 80 classes)."""
-    lift = np.repeat(np.arange(len(starts), 0, -1, dtype=np.float64), np.diff(np.r_[starts, values.shape[1]]))
-    lift = lift[::-1]
-    out = values[:, ::-1] + lift
-    np.maximum.accumulate(out, axis=1, out=out)
-    out -= lift
-    return out[:, ::-1]
-
-
-class _Area:
-    """The resampled AP of one protocol range at every threshold, for weights ``(b, I)``."""
-
-    def __init__(self, match: CocoMatch, area: int, thresholds: list[int]) -> None:
-        from scipy.sparse import csr_matrix  # sparse products: 20x faster than numpy's reduceat here
-
-        m = match.matching
-        self.match, self.area = match, area
-        counted = match.counted(area)
-        self.tp = {t: self._true_positives(t, counted) for t in thresholds}
-        queries = np.unique(np.concatenate([v[0] for v in self.tp.values()] + [np.zeros(0, np.int64)]))
-        self.queries = queries  # positions whose cumulative counted weight is needed
-        # each counted detection before its class's last query joins the first query at or after it
-        pos = np.flatnonzero(counted)
-        gap = np.searchsorted(queries, pos)
-        ok = gap < len(queries)
-        ok[ok] &= m.det_k[queries[gap[ok]]] == m.det_k[pos[ok]]
-        self.members = csr_matrix((np.ones(int(ok.sum())), (gap[ok], m.det_image_pos[pos[ok]])),
-                                  shape=(len(queries), len(m.image_ids)))  # (Q, I) counts
-        self.query_starts = _run_starts(m.det_k[queries])
-        regular = ~m.gt_ignored[match.areas[area]]
-        self.gt_per_image = np.zeros((len(m.image_ids), m.n_classes))
-        np.add.at(self.gt_per_image, (m.gt_image_pos[regular], m.gt_k[regular]), 1.0)
-        self.size = len(queries) + sum(len(v[0]) for v in self.tp.values()) + int(self.gt_per_image.sum())
-
-    def _true_positives(self, thr: int, counted: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(TP positions, positions whose counted flag the match changes, the change +-1) at a threshold."""
-        det, _, status = self.match.entries(self.area, thr)
-        change = (status != IGNORED).astype(np.int64) - counted[det]
-        moved = change != 0
-        return det[status == TP], det[moved], change[moved]
-
-    def values(self, w: np.ndarray) -> dict[int, np.ndarray]:
-        """{threshold: (b, K) AP of every class}, NaN where a resample has no regular box of the class."""
-        npig = w @ self.gt_per_image  # (b, K), exact small integers
-        sums = np.ascontiguousarray((self.members @ w.T.astype(np.float64)).T).astype(np.int64)
-        base = _segmented_cumsum(sums, self.query_starts)
-        count, offset = _recall_table(npig)
-        rows = (np.arange(w.shape[0]) * count.shape[1])[:, None]
-        return {t: self._ap(t, w, base, npig, count.ravel(), offset, rows) for t in self.tp}
-
-    def _ap(self, thr: int, w: np.ndarray, base: np.ndarray, npig: np.ndarray, count: np.ndarray,
-            offset: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        m = self.match.matching
-        tp, moved, change = self.tp[thr]
-        out = np.zeros(npig.shape)
-        if len(tp):
-            cls = m.det_k[tp]
-            starts = _run_starts(cls)
-            weight = np.take(w, m.det_image_pos[tp], axis=1)
-            true = _segmented_cumsum(weight, starts)
-            counted = np.take(base, np.searchsorted(self.queries, tp), axis=1)
-            if len(moved):
-                counted += self._correction(tp, moved, change, w)
-            precision = true / (counted + np.spacing(1))  # pycocotools' tp / (tp + fp + eps); 0 before a TP
-            envelope = _suffix_max(precision, starts)
-            at = rows + offset[cls][None, :] + true  # flat index into the (resample, x) table
-            served = count.take(at) - count.take(at - weight)
-            out[:, cls[starts]] = (np.add.reduceat(envelope * served, starts, axis=1)
-                                   + envelope[:, starts]) / len(RECALL_THRESHOLDS)  # recall 0: first envelope
-        return np.where(npig > 0, out, np.nan)
-
-    def _correction(self, tp: np.ndarray, moved: np.ndarray, change: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """(b, len(tp)) weighted sum of the counted-flag changes of the class up to each true positive."""
-        m = self.match.matching
-        cum = np.zeros((w.shape[0], len(moved) + 1), dtype=np.int64)  # column 0: no change yet
-        cum[:, 1:] = _segmented_cumsum(np.take(w, m.det_image_pos[moved], axis=1) * change[None, :],
-                                       _run_starts(m.det_k[moved]))
-        upto = np.searchsorted(moved, tp, side="right")  # changes at or before each TP
-        before = np.searchsorted(moved, np.searchsorted(m.det_k, m.det_k[tp]))  # before the class starts
-        return np.take(cum, np.where(upto > before, upto, 0), axis=1)
 
 
 SMALL_OBJECT_AREA = 32.0**2  # a bucket whose upper bound is at most COCO's "small" is a small-object bucket
@@ -169,15 +49,22 @@ def resampled_values(run: CocoEvaluation, rows: np.ndarray, weights: np.ndarray,
     ``rows``, for weights ``(B, I)``. ``buckets``: other buckets instead (labels of the protocol's area
     ranges). ``cache``: shared by protocols scored with the same weights (a range they share, such as
     ``all``, is resampled once)."""
-    match = run.match
-    if match is None:
+    if run.match is None:
         raise ValueError("the evaluation keeps no per-detection outcome")
+    return resampled_match_values(run.match, run.params, rows, weights, cache, buckets)
+
+
+def resampled_match_values(match: CocoMatch, params: CocoParams, rows: np.ndarray, weights: np.ndarray,
+                           cache: dict | None = None, buckets: list[str] | None = None
+                           ) -> dict[str, np.ndarray]:
+    """:func:`resampled_values` from a protocol's view of a matching and its parameters alone (no
+    accumulated arrays needed, so another process can compute it beside them)."""
     rows = [int(t) for t in rows]
-    at50 = [t for t in rows if np.isclose(run.params.iou_thresholds[t], 0.5)]
-    weights = np.asarray(weights, dtype=np.int64)
+    at50 = [t for t in rows if np.isclose(params.iou_thresholds[t], 0.5)]
+    weights = np.asarray(weights)
     cache = {} if cache is None else cache
-    labels = list(run.params.area_ranges)
-    wanted = [label for label, (_, hi) in run.params.area_ranges.items() if hi <= SMALL_OBJECT_AREA] \
+    labels = list(params.area_ranges)
+    wanted = [label for label, (_, hi) in params.area_ranges.items() if hi <= SMALL_OBJECT_AREA] \
         if buckets is None else list(buckets)
     values: dict[str, np.ndarray] = {}
     m = match.matching
@@ -185,7 +72,7 @@ def resampled_values(run: CocoEvaluation, rows: np.ndarray, weights: np.ndarray,
         key = (id(m), match.areas[a], min(match.max_det, int(m.rank.max(initial=-1)) + 1),
                match.regions and m.in_region is not None, tuple(rows))
         if key not in cache:
-            cache[key] = _resample(_Area(match, a, rows), weights)
+            cache[key] = resample_area(ResampledArea(match, a, rows), weights)
         per_t = cache[key]
         with warnings.catch_warnings():  # a resample without positives in a bucket gives NaN
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -209,13 +96,6 @@ def point_values(run: CocoEvaluation, rows: np.ndarray) -> dict[str, float]:
         p = run.precision[at50[0], :, :, 0, -1]
         out["AP50"] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
     return out
-
-
-def _resample(area: _Area, weights: np.ndarray) -> dict[int, np.ndarray]:
-    """{threshold: (B, K)} in blocks of resamples that bound memory."""
-    step = max(1, _CHUNK // max(area.size, 1))
-    parts = [area.values(weights[lo:lo + step]) for lo in range(0, len(weights), step)]
-    return {t: np.concatenate([p[t] for p in parts], axis=0) for t in area.tp}
 
 
 def interval(samples: np.ndarray, confidence: float, estimate: float | None = None) -> dict[str, float]:
@@ -244,10 +124,12 @@ def interval(samples: np.ndarray, confidence: float, estimate: float | None = No
 
 
 def bootstrap_protocol(run: CocoEvaluation, rows: np.ndarray, weights: np.ndarray, confidence: float,
-                       cache: dict | None = None) -> dict[str, Any]:
+                       cache: dict | None = None, values: dict[str, np.ndarray] | None = None
+                       ) -> dict[str, Any]:
     """Intervals (:func:`interval`) of the protocol's AP, AP50 and small-object bucket APs, with the
-    per-resample values (kept for the paired comparison of two models)."""
-    values = resampled_values(run, rows, weights, cache)
+    per-resample values (kept for the paired comparison of two models). ``values``: those per-resample
+    values already computed (:func:`resampled_match_values`), e.g. in parts by several processes."""
+    values = resampled_values(run, rows, weights, cache) if values is None else values
     point = point_values(run, rows)
     return {name: {**interval(v, confidence, point.get(name)), "samples": v.tolist()}
             for name, v in values.items()}

@@ -13,8 +13,9 @@ problem) are accumulated once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -70,6 +71,12 @@ class CocoMatching:
     @property
     def n_classes(self) -> int:
         return len(self.k_of_class)
+
+    def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` for this matching (e.g. a protocol's run, asked for twice)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def area_index(self, lo: float, hi: float) -> int:
         hits = np.flatnonzero((self.ranges[:, 0] == lo) & (self.ranges[:, 1] == hi))

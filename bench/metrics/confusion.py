@@ -8,25 +8,18 @@ row-``background`` false positive, a box with no detection a column-``background
 (COCO crowd regions, VOC difficult objects) is no row: a leftover detection that overlaps one by
 ``iou_threshold`` is dropped rather than counted.
 
-The greedy passes step through detection ranks, matching the rank-``r`` detection of every image at once.
+The greedy passes are the COCO evaluator's matcher (:mod:`bench.metrics.matching`), so the matrix's diagonal
+and background cells reconcile with it (tested).
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from bench.metrics.groups import (
-    Columns,
-    columns,
-    group_sizes,
-    group_slots,
-    pow2_buckets,
-    rank_within_group,
-    sort_by_group_then_score,
-)
+from bench.metrics.groups import Columns, columns, group_slots, rank_within_group, sort_by_group_then_score
+from bench.metrics.matching import greedy_match
 
 DEFINITION = ("rows = ground truth, columns = prediction; last row/column = background. One-to-one matching "
               "per image in descending score order, same-class pairs first, then any class; detections below "
@@ -67,53 +60,56 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
                      gt_ignored: np.ndarray, det_boxes: np.ndarray, det_label: np.ndarray,
                      det_image: np.ndarray, det_score: np.ndarray, *, score_thresh: float = 0.25,
                      iou_thresh: float = 0.5) -> ConfusionMatrix:
-    """Build the matrix; boxes are continuous ``xyxy``, ``*_image`` any per-image key."""
+    """Build the matrix; boxes are continuous ``xyxy``, ``*_image`` any per-image key.
+
+    Both passes run on the COCO evaluator's greedy matcher (:func:`bench.metrics.matching.greedy_match`):
+    pass 1 per (image, class), pass 2 per image on what pass 1 left. Its rules are this module's (score
+    order, highest IoU >= the threshold, boxes used once) except that IoU ties go to the later box, so the
+    ground truth is handed over in reverse order and ties go to the first box, as the definition says.
+    """
     n_cls = len(classes)
     gt_ignored = np.asarray(gt_ignored, dtype=bool)
     keep = np.flatnonzero(det_score >= score_thresh)
-    rank = rank_within_group(det_image[keep], sort_by_group_then_score(det_image[keep], det_score[keep]))
-    by_rank = np.argsort(rank, kind="stable")  # visiting order: rank 0 of every image, then rank 1, ...
-    keep, rank = keep[by_rank], rank[by_rank]
-    label = det_label[keep]
-    matched_gt = np.full(len(keep), -1, dtype=np.int64)
+    image = np.unique(np.r_[np.asarray(gt_image), np.asarray(det_image)[keep]], return_inverse=True)[1]
+    gt_img, det_img = image[:len(gt_image)], image[len(gt_image):]
+    regular = np.flatnonzero(~gt_ignored)[::-1]  # reversed: the matcher's ties go to the later box
+    label = np.asarray(det_label)[keep]
+    matched = np.full(len(keep), -1, dtype=np.int64)  # index into ``regular``
+    threshold = np.array([iou_thresh], dtype=np.float64)
+    for group_of_gt, group_of_det, pending in (
+            (gt_img[regular] * n_cls + gt_label[regular], det_img * n_cls + label, np.arange(len(keep))),
+            (gt_img[regular], det_img, None)):  # class-aware pass, then any class on what is left
+        free = np.ones(len(regular), dtype=bool)
+        if pending is None:
+            pending = np.flatnonzero(matched < 0)
+            free[matched[matched >= 0]] = False
+        dets, boxes = keep[pending], np.flatnonzero(free)
+        group = group_of_det[pending]
+        rank = rank_within_group(group, sort_by_group_then_score(group, det_score[dets]))
+        found = greedy_match(det_boxes[dets], group, rank, len(dets) + 1, gt_boxes[regular[boxes]],
+                             group_of_gt[boxes], np.zeros(len(boxes), bool), np.zeros((1, len(boxes)), bool),
+                             threshold, _plain_iou)
+        matched[pending[found.det]] = boxes[found.gt]
+    is_match = matched >= 0
     on_ignored = np.zeros(len(keep), dtype=bool)
-    used = gt_ignored.copy()  # ignored boxes are never matched nor missed
-    widths = pow2_buckets(group_sizes(gt_image, det_image[keep]))
-    for width in np.unique(widths[widths > 0]):  # images of similar crowding together: little padding
-        members = np.flatnonzero(widths == width)
-        slots = group_slots(gt_image, det_image[keep[members]], int(width))
-        overlap = box_iou(columns(det_boxes, keep[members, None]), columns(gt_boxes, slots.slots))
-        overlap = np.where(slots.valid, overlap, -np.inf)
-        reachable = overlap >= iou_thresh
-        on_ignored[members] = (reachable & gt_ignored[slots.slots]).any(axis=1)
-        reachable &= ~gt_ignored[slots.slots]
-        same_class = gt_label[slots.slots] == label[members, None]
-        for allowed in (reachable & same_class, reachable):  # class-aware pass, then any class
-            matched_gt[members] = _greedy_by_rank(allowed, overlap, slots.slots, rank[members],
-                                                  matched_gt[members], used)
-    is_match = matched_gt >= 0
+    ignored = np.flatnonzero(gt_ignored)
+    if len(ignored) and (~is_match).any():
+        loose = np.flatnonzero(~is_match)
+        slots = group_slots(gt_img[ignored], det_img[loose])
+        overlap = box_iou(columns(det_boxes, keep[loose, None]), columns(gt_boxes, ignored[slots.slots]))
+        on_ignored[loose] = (slots.valid & (overlap >= iou_thresh)).any(axis=1)
     false_pos = ~is_match & ~on_ignored
-    missed = ~used
-    rows = np.concatenate([gt_label[matched_gt[is_match]], np.full(false_pos.sum(), n_cls), gt_label[missed]])
+    used = np.zeros(len(gt_label), dtype=bool)
+    used[regular[matched[is_match]]] = True
+    missed = ~used & ~gt_ignored
+    rows = np.concatenate([gt_label[regular[matched[is_match]]], np.full(false_pos.sum(), n_cls),
+                           gt_label[missed]])
     cols = np.concatenate([label[is_match], label[false_pos], np.full(missed.sum(), n_cls)])
     matrix = np.bincount(rows * (n_cls + 1) + cols, minlength=(n_cls + 1) ** 2).reshape(n_cls + 1, n_cls + 1)
     return ConfusionMatrix([*classes, "background"], matrix.astype(np.int64), float(score_thresh),
                            float(iou_thresh))
 
 
-def _greedy_by_rank(allowed: np.ndarray, overlap: np.ndarray, slots: np.ndarray, rank: np.ndarray,
-                    matched_gt: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """Give each unmatched detection, rank by rank, its best allowed unused box (``used`` is updated)."""
-    matched = matched_gt.copy()
-    pending = np.flatnonzero(allowed.any(axis=1) & (matched < 0))
-    bounds = np.searchsorted(rank[pending], np.arange(rank.max(initial=-1) + 2))
-    for lo, hi in itertools.pairwise(bounds):
-        rows = pending[lo:hi]
-        slot = slots[rows]
-        ok = allowed[rows] & ~used[slot]
-        hit = ok.any(axis=1)
-        best = np.argmax(np.where(ok, overlap[rows], -np.inf), axis=1)
-        chosen = slot[np.arange(len(rows)), best][hit]
-        matched[rows[hit]] = chosen
-        used[chosen] = True
-    return matched
+def _plain_iou(det: Columns, gt: Columns, _crowd: np.ndarray) -> np.ndarray:
+    """:func:`box_iou` in the matcher's similarity signature (no crowd rule: ignored boxes never match)."""
+    return box_iou(det, gt)

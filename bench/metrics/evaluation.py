@@ -11,7 +11,6 @@ are ignored like difficult boxes (COCO ignores them its own way; COCO counts dif
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -27,18 +26,21 @@ from bench.metrics.coco import (
     CocoEvaluation,
     iou_index,
 )
-from bench.metrics.confusion import confusion_matrix
+from bench.metrics.confusion import ConfusionMatrix, confusion_matrix
 from bench.metrics.detections import DetectionResults
 from bench.metrics.ignore import dataset_ignore_regions, in_ignore_regions
+from bench.metrics.parallel import reaped, run_beside
 from bench.metrics.protocols import get_protocol
 from bench.metrics.result import Curves, EvaluationResult
 from bench.metrics.small_objects import (
     DEFAULT_SETTINGS,
     SmallObjectSettings,
+    nwd_curves,
     protocol_rows,
     protocol_run,
     shared_matching,
     small_object_metrics,
+    tide_section,
 )
 from bench.metrics.voc import VocAP, VocMatches, devkit_ap, match_devkit, to_devkit
 
@@ -80,10 +82,13 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
     numbers as written (what pycocotools reads) instead of ``xyxy`` converted back, which can differ in the
     last bit. ``small_objects``: the size-bucket protocols, tolerance curves, TIDE and bootstrap intervals
     (:mod:`bench.metrics.small_objects`); None skips them.
+
+    The parts that share no intermediate result with the IoU matching (VOC, ROC curves, the confusion
+    matrix, TIDE, the NWD curves) run beside it in a forked process where two cores are usable
+    (:mod:`bench.metrics.parallel`); the numbers do not depend on it.
     """
     pr_thresholds = [iou_index(t) for t in iou_pr]  # fails early on an IoU COCO does not evaluate
     truth = _GroundTruth.of(gt)
-    n_cls = gt.num_classes
     coco_truth = CocoBoxes.ground_truth(gt) if coco_gt is None else \
         CocoBoxes.ground_truth_from_coco(coco_gt, list(gt.category_ids or []))
     coco_dets = CocoBoxes.detections(dets.image_id, dets.label, dets.xywh, dets.score)
@@ -91,34 +96,23 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
     region_image, region_boxes = dataset_ignore_regions(gt.records)
     in_region = in_ignore_regions(dets.image_id, dets.boxes, region_image, region_boxes) \
         if len(region_image) else None
-    # one IoU matching on the tolerance grid 0.10:0.95 for every protocol; its COCO run's last ten rows are
-    # pycocotools' arrays, bit for bit
+    side = run_beside(_side_metrics, gt, truth, dets, coco_truth, coco_dets, small_objects, in_region,
+                      confusion_score, confusion_iou)
     coco_protocol = get_protocol("coco")
     protocols = [coco_protocol] + ([get_protocol(name, (small_objects.max_dets or {}).get(name))
                                     for name in small_objects.protocols] if small_objects is not None else [])
-    iou = shared_matching(coco_truth, coco_dets, truth.image_ids, category_ids, protocols, in_region)
-    coco_run = protocol_run(iou, coco_protocol)
-    rows = protocol_rows(coco_protocol)
-    coco = CocoEvaluation(coco_run.precision[rows], coco_run.recall[rows], coco_run.scores[rows],
-                          coco_run.summary(rows, COCO_PARAMS), COCO_PARAMS)
-    small = small_object_metrics(coco_truth, coco_dets, truth.image_ids, category_ids, small_objects,
-                                 in_region, iou) if small_objects is not None else {}
-
-    by_id = np.argsort(truth.image_ids)
-    det_image = by_id[np.searchsorted(truth.image_ids[by_id], dets.image_id)]
-    ignored = truth.difficult | truth.iscrowd  # VOC has no crowd regions: they count like difficult boxes
-    matches = match_devkit(to_devkit(truth.boxes), truth.label * len(truth.image_ids) + truth.image, ignored,
-                           to_devkit(dets.boxes), dets.label * len(truth.image_ids) + det_image, dets.score,
-                           VOC_IOU)
-    n_positive = np.bincount(truth.label[~ignored], minlength=n_cls)
-    in_class = _split_by_class(dets.label[matches.order], n_cls)
-    voc_aps = [devkit_ap(matches.tp[idx], matches.fp[idx], int(n_positive[c]))
-               for c, idx in enumerate(in_class)]
-
-    confusion = confusion_matrix(gt.classes, truth.boxes, truth.label, truth.image, ignored, dets.boxes,
-                                 dets.label, det_image, dets.score, score_thresh=confusion_score,
-                                 iou_thresh=confusion_iou)
-    scored = n_positive > 0
+    with reaped(side):
+        # one IoU matching on the tolerance grid 0.10:0.95 for every protocol; its COCO run's last ten rows
+        # are pycocotools' arrays, bit for bit
+        iou = shared_matching(coco_truth, coco_dets, truth.image_ids, category_ids, protocols, in_region)
+        small = small_object_metrics(coco_truth, coco_dets, truth.image_ids, category_ids, small_objects,
+                                     in_region, iou, lambda: side()[3]) if small_objects is not None else {}
+        coco_run = protocol_run(iou, coco_protocol)  # memoised in ``iou``: the COCO protocol's run
+        rows = protocol_rows(coco_protocol)
+        coco = CocoEvaluation(coco_run.precision[rows], coco_run.recall[rows], coco_run.scores[rows],
+                              coco_run.summary(rows, COCO_PARAMS), COCO_PARAMS)
+        voc_aps, roc_curves, confusion, _ = side()
+    scored = np.array([np.isfinite(ap.ap_11pt) for ap in voc_aps], dtype=bool)
     return EvaluationResult(
         classes=list(gt.classes),
         coco={k: float("nan") if v == -1 else v for k, v in coco.stats.items()},
@@ -126,7 +120,7 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
              "mAP_allpt": _mean_where(np.array([ap.ap_allpt for ap in voc_aps]), scored)},
         per_class=_per_class(gt, truth, dets, coco, voc_aps),
         pr_curves=_pr_curves(coco, iou_pr, pr_thresholds),
-        roc_curves=_roc_curves(matches, dets, in_class, n_positive, len(truth.image_ids)),
+        roc_curves=roc_curves,
         confusion=confusion,
         small_objects=small,
         engine=_engine(),
@@ -137,6 +131,35 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
                   "iou_pr": list(iou_pr), "confusion_score": confusion_score, "confusion_iou": confusion_iou,
                   "n_images": len(gt.records), "n_detections": len(dets), "dataset": gt.name},
     )
+
+
+def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResults, coco_truth: CocoBoxes,
+                  coco_dets: CocoBoxes, small_objects: SmallObjectSettings | None,
+                  in_region: np.ndarray | None, confusion_score: float, confusion_iou: float
+                  ) -> tuple[list[VocAP], Curves, ConfusionMatrix, dict[str, Any]]:
+    """VOC APs, ROC curves, the confusion matrix, and the NWD curves and TIDE of ``small_objects``."""
+    n_cls = gt.num_classes
+    by_id = np.argsort(truth.image_ids)
+    det_image = by_id[np.searchsorted(truth.image_ids[by_id], dets.image_id)]
+    ignored = truth.difficult | truth.iscrowd  # VOC has no crowd regions: they count like difficult boxes
+    matches = match_devkit(to_devkit(truth.boxes), truth.label * len(truth.image_ids) + truth.image, ignored,
+                           to_devkit(dets.boxes), dets.label * len(truth.image_ids) + det_image, dets.score,
+                           VOC_IOU)
+    n_positive = np.bincount(truth.label[~ignored], minlength=n_cls)
+    in_class = _split_by_class(dets.label[matches.order], n_cls)
+    voc_aps = [devkit_ap(matches.tp[idx], matches.fp[idx], int(n_positive[c]))
+               for c, idx in enumerate(in_class)]
+    roc = _roc_curves(matches, dets, in_class, n_positive, len(truth.image_ids))
+    confusion = confusion_matrix(gt.classes, truth.boxes, truth.label, truth.image, ignored, dets.boxes,
+                                 dets.label, det_image, dets.score, score_thresh=confusion_score,
+                                 iou_thresh=confusion_iou)
+    done: dict[str, Any] = {}
+    if small_objects is not None:
+        category_ids = list(gt.category_ids or [])
+        done["nwd_curves"] = nwd_curves(coco_truth, coco_dets, truth.image_ids, category_ids, small_objects,
+                                        in_region)
+        done["tide"] = tide_section(coco_truth, coco_dets, truth.image_ids, len(category_ids), small_objects)
+    return voc_aps, roc, confusion, done
 
 
 def _mean_where(values: np.ndarray, mask: np.ndarray) -> float:
@@ -198,11 +221,10 @@ def _roc_curves(matches: VocMatches, dets: DetectionResults, in_class: list[np.n
 
 
 def _engine() -> dict[str, str]:
+    from bench.environment import package_version
+
     def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+        return package_version(package) or "not installed"
 
     return {"name": "bench.metrics", "version": version("smallobj-bench"),
             "coco": "numpy reimplementation of pycocotools COCOeval (bbox), equal to it bit for bit; checked "

@@ -74,7 +74,29 @@ def rank_within_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 def sort_by_group_then_score(group: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Indices grouped by ``group``, descending score inside a group, input order among equal scores."""
-    return np.lexsort((np.arange(len(score)), -score, group))
+    return ordered_by([group], score)
+
+
+def ordered_by(before: list[np.ndarray], score: np.ndarray, after: tuple[np.ndarray, ...] = ()
+               ) -> np.ndarray:
+    """``np.lexsort`` order of the keys ``before`` (ascending), then descending ``score``, then ``after``,
+    then input order. Non-negative integer keys and the score's dense rank are packed into one unique int64
+    key, sorted by one unstable argsort (several times faster than ``lexsort``'s passes); keys too wide to
+    pack fall back to ``lexsort``."""
+    n = len(score)
+    keys = [np.asarray(k) for k in (*before, *after)]
+    if n and all(k.dtype.kind in "iu" and k.min() >= 0 for k in keys) and np.isfinite(score).all():
+        distinct, rank = np.unique(score, return_inverse=True)
+        desc = len(distinct) - 1 - rank.ravel()
+        sizes = [int(k.max()) + 1 for k in before] + [len(distinct)] + [int(k.max()) + 1 for k in after] + [n]
+        if float(np.prod(np.array(sizes, dtype=np.float64))) < 2.0**62:
+            packed = np.zeros(n, dtype=np.int64)
+            for key, size in zip([*keys[:len(before)], desc, *keys[len(before):], np.arange(n)], sizes,
+                                 strict=True):
+                packed *= size
+                packed += key
+            return np.argsort(packed)
+    return np.lexsort((np.arange(n), *after[::-1], -score, *before[::-1]))
 
 
 def pow2_buckets(sizes: np.ndarray) -> np.ndarray:

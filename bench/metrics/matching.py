@@ -113,10 +113,21 @@ def greedy_match(det_xywh: np.ndarray, det_group: np.ndarray, det_rank: np.ndarr
         key = area * scale_a + thr * scale_t + det
         extra_key = ea * scale_a + et * scale_t + ed
         sort = np.argsort(extra_key, kind="stable")
-        at = np.searchsorted(key, extra_key[sort])
+        # merged order: extra entry i lands at its insertion point plus the i extra entries before it
+        placed = np.searchsorted(key, extra_key[sort]) + np.arange(len(sort))
+        from_simple = np.ones(len(key) + len(sort), dtype=bool)
+        from_simple[placed] = False
         pairs = ((area, ea), (thr, et), (det, ed), (gt, eg))
-        area, thr, det, gt = (np.insert(x, at, y[sort]) for x, y in pairs)
+        area, thr, det, gt = (_merged(x, y[sort], from_simple, placed) for x, y in pairs)
     return SparseMatches(area, thr, det, gt)
+
+
+def _merged(simple: np.ndarray, extra: np.ndarray, from_simple: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """``np.insert`` of sorted ``extra`` entries at precomputed places (one mask for all four columns)."""
+    out = np.empty(len(from_simple), dtype=np.result_type(simple, extra))
+    out[from_simple] = simple
+    out[placed] = extra
+    return out
 
 
 def _match_simple(blocks: list[_Block], in_complex: np.ndarray, n_cand: np.ndarray, det_rank: np.ndarray,
@@ -138,7 +149,8 @@ def _match_simple(blocks: list[_Block], in_complex: np.ndarray, n_cand: np.ndarr
     det_i, gt_i, sim_v = np.concatenate(det), np.concatenate(gt), np.concatenate(sim)
     by_det = np.argsort(det_i, kind="stable")
     det_i, gt_i, sim_v = det_i[by_det], gt_i[by_det], sim_v[by_det]
-    by_gt = np.lexsort((det_rank[det_i], gt_i))  # claimants of one box, in rank order
+    # claimants of one box, in rank order (one group per box, so the (box, rank) keys are unique)
+    by_gt = np.argsort(gt_i * (int(det_rank.max(initial=0)) + 1) + det_rank[det_i])
     gt_sorted = gt_i[by_gt]
     reach = sim_v[by_gt][None, :] >= limits[:, None]  # (T, P)
     count = np.cumsum(reach, axis=1, dtype=np.int32)

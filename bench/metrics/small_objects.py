@@ -9,15 +9,22 @@ first protocol. Everything lands in ``metrics.json`` under ``small_objects``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from bench.metrics.bootstrap import BOOTSTRAP_METRICS, bootstrap_protocol, resample_weights
-from bench.metrics.coco import CocoBoxes, CocoEvaluation, score_coco
-from bench.metrics.coco_match import CocoMatching, match_coco
+from bench.metrics.bootstrap import (
+    BOOTSTRAP_METRICS,
+    bootstrap_protocol,
+    resample_weights,
+    resampled_match_values,
+)
+from bench.metrics.coco import CocoBoxes, CocoEvaluation, CocoParams, score_coco
+from bench.metrics.coco_match import CocoMatch, CocoMatching, match_coco
 from bench.metrics.nwd import NWD_CONSTANT
+from bench.metrics.parallel import reaped, run_beside
 from bench.metrics.protocols import DEFAULT_PROTOCOLS, TOLERANCE_THRESHOLDS, SizeProtocol, get_protocol
 from bench.metrics.tide import ERROR_TYPES, SPECIAL_TYPES, tide
 
@@ -30,8 +37,8 @@ class SmallObjectSettings:
     max_dets: dict[str, tuple[int, ...]] | None = None
     nwd: bool = True
     tide: bool = True
-    bootstrap: int = 100  # resamples of the images; 0 turns intervals off. Cost on one core, 2,000 images and
-    # 200k detections, COCO + AI-TOD: about 0.7 s per 100 resamples (1,000 for final intervals: about 7 s)
+    bootstrap: int = 100  # resamples of the images; 0 turns intervals off. CPU cost, 2,000 images and 177k
+    # detections, COCO + AI-TOD: 0.9-1.0 s per 100 resamples (measured on 2 loaded shared cores)
     confidence: float = 0.95
     seed: int = 0
 
@@ -73,11 +80,16 @@ def protocol_run(matching: CocoMatching, protocol: SizeProtocol, largest_only: b
                  ) -> CocoEvaluation:
     """The protocol's arrays on the tolerance grid from a shared matching (``largest_only``: its largest
     maxDets alone, enough for the tolerance curves)."""
-    params = protocol.params(TOLERANCE_THRESHOLDS, matching.similarity)
-    if largest_only:
-        params = replace(params, max_dets=(max(protocol.max_dets),))
-    areas = [matching.area_index(lo, hi) for lo, hi in params.area_ranges.values()]
-    return score_coco(matching, areas, params, protocol.ignore_regions)
+    def run() -> CocoEvaluation:
+        params = protocol.params(TOLERANCE_THRESHOLDS, matching.similarity)
+        if largest_only:
+            params = replace(params, max_dets=(max(protocol.max_dets),))
+        areas = [matching.area_index(lo, hi) for lo, hi in params.area_ranges.values()]
+        return score_coco(matching, areas, params, protocol.ignore_regions)
+
+    # the same run is asked for by the COCO metrics and by the protocol's entry
+    return matching.memo(("run", protocol.name, tuple(protocol.buckets.items()), protocol.max_dets,
+                          protocol.ignore_regions, largest_only), run)
 
 
 def evaluate_protocol(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
@@ -88,23 +100,86 @@ def evaluate_protocol(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, 
     return protocol_run(matching, protocol)
 
 
+def selected_protocols(settings: SmallObjectSettings) -> list[SizeProtocol]:
+    return [get_protocol(name, (settings.max_dets or {}).get(name)) for name in settings.protocols]
+
+
+def nwd_curves(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
+               settings: SmallObjectSettings, in_region: np.ndarray | None = None,
+               like: CocoMatching | None = None) -> dict[str, dict[str, list[float]]]:
+    """Each selected protocol's NWD tolerance curve (empty when NWD is off); ``like``: the IoU matching,
+    whose detection order is reused (the same order is computed without it)."""
+    protocols = selected_protocols(settings)
+    if not (settings.nwd and protocols):
+        return {}
+    nwd = shared_matching(truth, dets, np.unique(np.asarray(image_ids, dtype=np.int64)), category_ids,
+                          protocols, in_region, "nwd", like)
+    return {p.name: _curve(protocol_run(nwd, p, largest_only=True)) for p in protocols}
+
+
+def tide_section(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, n_classes: int,
+                 settings: SmallObjectSettings) -> dict[str, Any] | None:
+    """TIDE overall and per bucket of the first protocol (None when off); images visited in ``image_ids``'
+    order (the data set's)."""
+    protocols = selected_protocols(settings)
+    if not (settings.tide and protocols):
+        return None
+    file_order = np.asarray(image_ids, dtype=np.int64)
+    first = protocols[0]
+    by_id = np.argsort(file_order, kind="stable")
+    gt_pos = by_id[np.searchsorted(file_order[by_id], truth.image_id)]
+    det_pos = by_id[np.searchsorted(file_order[by_id], dets.image_id)]
+    return {"protocol": first.name, "error_types": list(ERROR_TYPES), "special_types": list(SPECIAL_TYPES),
+            **tide(truth.xywh, truth.label, gt_pos, truth.iscrowd, dets.xywh, dets.label, det_pos,
+                   dets.weight, n_classes, {k: (lo**2, hi**2) for k, (lo, hi) in first.buckets.items()})}
+
+
+def protocol_match(matching: CocoMatching, protocol: SizeProtocol) -> tuple[CocoMatch, CocoParams]:
+    """The protocol's view of a shared matching and its parameters on the tolerance grid, without
+    accumulating (what the bootstrap needs)."""
+    params = protocol.params(TOLERANCE_THRESHOLDS, matching.similarity)
+    areas = tuple(matching.area_index(lo, hi) for lo, hi in params.area_ranges.values())
+    return CocoMatch(matching, areas, max(params.max_dets), protocol.ignore_regions), params
+
+
+def _resample_protocols(views: list[tuple[CocoMatch, CocoParams, np.ndarray]], weights: np.ndarray
+                        ) -> list[dict[str, np.ndarray]]:
+    cache: dict = {}  # bootstrap values of ranges that protocols share, under the same weights
+    return [resampled_match_values(match, params, rows, weights, cache) for match, params, rows in views]
+
+
 def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
                          settings: SmallObjectSettings, in_region: np.ndarray | None = None,
-                         iou_matching: CocoMatching | None = None) -> dict[str, Any]:
+                         iou_matching: CocoMatching | None = None,
+                         done: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The ``small_objects`` section of ``metrics.json``. ``iou_matching``: an IoU matching from
-    :func:`shared_matching` that covers every selected protocol, if the caller already has one."""
+    :func:`shared_matching` that covers every selected protocol, if the caller already has one. ``done``:
+    returns ``{"nwd_curves": ..., "tide": ...}`` already computed (by :func:`nwd_curves` and
+    :func:`tide_section`, e.g. in another process); called once they are needed.
+
+    The bootstrap's resamples are split in two halves, one computed in a forked process beside the
+    protocol runs (:mod:`bench.metrics.parallel`); each resample's value does not depend on the split."""
     file_order = np.asarray(image_ids, dtype=np.int64)  # TIDE visits images in the data set's order
     image_ids = np.unique(file_order)
     out: dict[str, Any] = {"tolerance_thresholds": TOLERANCE_THRESHOLDS.tolist(),
                            "nwd_constant": NWD_CONSTANT, "protocols": {}}
-    protocols = [get_protocol(name, (settings.max_dets or {}).get(name)) for name in settings.protocols]
+    protocols = selected_protocols(settings)
     weights = resample_weights(len(image_ids), settings.bootstrap, settings.seed) \
         if settings.bootstrap and len(image_ids) else None
     iou = iou_matching or shared_matching(truth, dets, image_ids, category_ids, protocols, in_region)
-    nwd = shared_matching(truth, dets, image_ids, category_ids, protocols, in_region, "nwd", iou) \
-        if settings.nwd and protocols else None
-    cache: dict = {}  # bootstrap values of ranges that protocols share, under the same weights
-    for protocol in protocols:
+    samples: list[dict[str, np.ndarray]] = []
+    if weights is not None:
+        views = [(*protocol_match(iou, p), protocol_rows(p)) for p in protocols]
+        half = len(weights) // 2
+        second = run_beside(_resample_protocols, views, weights[half:])
+        with reaped(second):
+            first = _resample_protocols(views, weights[:half]) if half else [{} for _ in views]
+        samples = [{k: np.concatenate([a[k], b[k]]) if k in a else b[k] for k in b}
+                   for a, b in zip(first, second(), strict=True)]
+    parts = done() if done is not None else {}
+    nwd = parts["nwd_curves"] if "nwd_curves" in parts else \
+        nwd_curves(truth, dets, image_ids, category_ids, settings, in_region, iou)
+    for i, protocol in enumerate(protocols):
         run = protocol_run(iou, protocol)
         rows = protocol_rows(protocol)
         stats = run.summary(rows, protocol.params())
@@ -114,21 +189,16 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
             "buckets": {k: list(v) for k, v in protocol.buckets.items()},
             "stats": {k: (None if v == -1 else v) for k, v in stats.items()},
             "iou_curve": _curve(run)}
-        if nwd is not None:
-            entry["nwd_curve"] = _curve(protocol_run(nwd, protocol, largest_only=True))
+        if protocol.name in nwd:
+            entry["nwd_curve"] = nwd[protocol.name]
         if weights is not None:
-            entry["intervals"] = bootstrap_protocol(run, rows, weights, settings.confidence, cache)
+            entry["intervals"] = bootstrap_protocol(run, rows, weights, settings.confidence,
+                                                    values=samples[i])
         out["protocols"][protocol.name] = entry
-    if settings.tide and protocols:
-        first = protocols[0]
-        by_id = np.argsort(file_order, kind="stable")
-        gt_pos = by_id[np.searchsorted(file_order[by_id], truth.image_id)]
-        det_pos = by_id[np.searchsorted(file_order[by_id], dets.image_id)]
-        out["tide"] = {"protocol": first.name, "error_types": list(ERROR_TYPES),
-                       "special_types": list(SPECIAL_TYPES),
-                       **tide(truth.xywh, truth.label, gt_pos, truth.iscrowd, dets.xywh, dets.label, det_pos,
-                              dets.weight, len(category_ids),
-                              {k: (lo**2, hi**2) for k, (lo, hi) in first.buckets.items()})}
+    tide_out = parts["tide"] if "tide" in parts else tide_section(truth, dets, file_order, len(category_ids),
+                                                                  settings)
+    if tide_out is not None:
+        out["tide"] = tide_out
     if weights is not None:
         out["bootstrap"] = {"resamples": int(settings.bootstrap), "confidence": settings.confidence,
                             "seed": settings.seed, "metrics": list(BOOTSTRAP_METRICS),

@@ -34,6 +34,7 @@ from bench.metrics.groups import (
     columns,
     group_sizes,
     group_slots,
+    ordered_by,
     pow2_buckets,
     rank_within_group,
     sort_by_group_then_score,
@@ -64,33 +65,41 @@ class _Points:
 
 def tide_ap(points: _Points, n_classes: int, gt_positives: np.ndarray) -> float:
     """tidecv's mAP (percent) of data points; classes with neither points nor positives are skipped."""
-    order = np.lexsort((points.key, -points.score, points.cls))
+    order = ordered_by([points.cls], points.score, (points.key,))
     return sorted_ap(points.cls[order], points.correct[order], n_classes, gt_positives)
 
 
 def sorted_ap(cls: np.ndarray, correct: np.ndarray, n_classes: int, gt_positives: np.ndarray) -> float:
     """:func:`tide_ap` of points already in tidecv's order (class, descending score, insertion order)."""
-    present = (np.bincount(cls, minlength=n_classes) > 0) | (gt_positives > 0)
+    bounds = np.searchsorted(cls, np.arange(n_classes + 1))
+    tp = np.flatnonzero(correct)
+    return _ap_at_true_positives(cls[tp], tp - bounds[:-1][cls[tp]] + 1, np.diff(bounds), n_classes,
+                                 gt_positives)
+
+
+def _ap_at_true_positives(tp_cls: np.ndarray, tp_position: np.ndarray, n_points: np.ndarray, n_classes: int,
+                          gt_positives: np.ndarray) -> float:
+    """tidecv's mAP from its true positives alone: class, 1-based position among the class's points (both in
+    tidecv's order) and the number of points per class. Every recall sample lands on a true positive (the
+    true count grows only there), and between two true positives precision only falls, so the precision
+    envelope at a true positive is the running maximum over the later true positives; recall 0 takes the
+    class's first point, whose envelope is the class maximum (0 without a true positive)."""
+    present = (n_points > 0) | (gt_positives > 0)
     if not present.any():
         return 0.0
-    bounds = np.searchsorted(cls, np.arange(n_classes + 1))
-    n_true = np.cumsum(correct)
-    start_true = np.where(bounds[:-1] > 0, n_true[np.maximum(bounds[:-1] - 1, 0)], 0) if len(cls) else \
-        np.zeros(n_classes, np.int64)
-    position = np.arange(len(cls)) - bounds[:-1][cls] + 1
-    true_here = n_true - start_true[cls]
-    precision = segmented_suffix_max(true_here / position, cls)
+    tp_bounds = np.searchsorted(tp_cls, np.arange(n_classes + 1))
+    n_tp = np.diff(tp_bounds)
+    true_here = np.arange(len(tp_cls)) - tp_bounds[:-1][tp_cls] + 1
+    precision = segmented_suffix_max(true_here / tp_position, tp_cls)
     x = np.array([i / 100 for i in range(101)])
     npos = np.maximum(gt_positives, 1).astype(np.float64)
     needed = np.ceil(x[None, :] * npos[:, None])
     needed = np.where((needed > 0) & ((needed - 1) / npos[:, None] >= x[None, :]), needed - 1, needed)
     needed = np.where(needed / npos[:, None] < x[None, :], needed + 1, needed).astype(np.int64)
-    # first position of class k whose true count reaches needed: offsets keep the classes apart
-    big = len(cls) + 2
-    keyed = cls * big + true_here
-    where = np.searchsorted(keyed, np.arange(n_classes)[:, None] * big + needed)
-    inside = where < bounds[1:, None]
-    y = np.where(inside, precision[np.minimum(where, max(len(cls) - 1, 0))] if len(cls) else 0.0, 0.0)
+    # the needed-th true positive of the class (the first one for recall 0)
+    where = tp_bounds[:-1, None] + np.maximum(needed, 1) - 1
+    inside = np.where(needed > 0, needed <= n_tp[:, None], (n_points > 0)[:, None]) & (n_tp > 0)[:, None]
+    y = np.where(inside, precision[np.minimum(where, max(len(tp_cls) - 1, 0))] if len(tp_cls) else 0.0, 0.0)
     ap = np.where(gt_positives > 0, y.sum(axis=1) / 101 * 100, 0.0)
     return float(ap[present].mean())
 
@@ -119,7 +128,10 @@ def _match_images(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarra
         blocks.append((members, slots.slots, iou, same & slots.valid))
     used = np.zeros(len(gt_label), dtype=bool)
     for members, slots, iou, same in blocks:
-        order = np.argsort(det_rank[members], kind="stable")
+        can_match = np.flatnonzero((same & (iou >= POS)).any(axis=1))  # the others never take a box
+        order = can_match[np.argsort(det_rank[members[can_match]], kind="stable")]
+        if not len(order):
+            continue
         members, slots, iou, same = members[order], slots[order], iou[order], same[order]
         ranks = det_rank[members]
         for lo, hi in itertools.pairwise(np.searchsorted(ranks, np.arange(ranks.max() + 2))):
@@ -164,7 +176,7 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
     has_gt = np.bincount(r_image, minlength=int(det_image.max(initial=-1)) + 1)[det_image] > 0 \
         if len(det_image) else np.zeros(0, bool)
     # per-detection order of the whole run: images in order, detections by score inside an image
-    run_order = np.lexsort((det_rank, det_image))
+    run_order = np.argsort(det_image * (int(det_rank.max(initial=0)) + 1) + det_rank)  # unique keys
     errors = _classify(run_order, matched, has_gt, best, used_cls, used, det_score, len(r_label))
     points = _Points(det_label[~ignored], det_score[~ignored], matched[~ignored] >= 0,
                      _rank_of(run_order)[~ignored])
@@ -249,7 +261,10 @@ class _Fixes:
         self.score = np.r_[det_score[d], det_score[d], det_score[tp]]
         self.correct = np.r_[np.zeros(n_err, bool), np.ones(n_err + len(tp), bool)]
         self.key = np.r_[np.arange(n_err), np.arange(n_err), n_err + np.arange(len(tp))]
-        self.order = np.lexsort((self.key, -self.score, self.cls))
+        self.order = ordered_by([self.cls], self.score, (self.key,))
+        self.sorted_cls = self.cls[self.order]
+        self.sorted_tp = np.flatnonzero(self.correct[self.order])  # positions of the order that are correct
+        self.class_bounds = np.searchsorted(self.sorted_cls, np.arange(n_classes + 1))
         self.n_err, self.n_tp = n_err, len(tp)
 
     def ap(self, fix: np.ndarray, *, positives: np.ndarray | None = None, perfect_scores: bool = False
@@ -265,5 +280,10 @@ class _Fixes:
             points = _Points(self.cls[chosen], self.correct[chosen].astype(np.float64), self.correct[chosen],
                              self.key[chosen])
             return tide_ap(points, self.n_classes, positives)
-        order = self.order[chosen[self.order]]
-        return sorted_ap(self.cls[order], self.correct[order], self.n_classes, positives)
+        in_order = chosen[self.order]
+        n_chosen = np.r_[0, np.cumsum(in_order)]  # chosen points before each position of the order
+        tp = self.sorted_tp[in_order[self.sorted_tp]]
+        cls = self.sorted_cls[tp]
+        before_class = n_chosen[self.class_bounds]
+        return _ap_at_true_positives(cls, n_chosen[tp + 1] - before_class[:-1][cls], np.diff(before_class),
+                                     self.n_classes, positives)

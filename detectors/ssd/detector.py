@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from detectors.base import Detections, Detector, ImageMeta, InputProtocol, PostprocessConfig, Target
+from detectors.base import Detections, Detector, ImageMeta, InputSpec, PostprocessConfig, Target
 from detectors.ssd.head import SSDHead
 from detectors.ssd.loss import MultiBoxLoss
 from detectors.ssd.postprocess import SSDPostprocess
@@ -65,8 +65,8 @@ class SSDDetector(Detector):
         self.postprocess = SSDPostprocess(variances=variances)
 
     @property
-    def protocol(self) -> InputProtocol:
-        return InputProtocol(self.input_size, "stretch", IMAGENET_MEAN, IMAGENET_STD)
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.input_size, "stretch", IMAGENET_MEAN, IMAGENET_STD)
 
     @property
     def num_priors(self) -> int:

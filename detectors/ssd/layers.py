@@ -99,3 +99,17 @@ def ssd_extras(specs: Sequence[tuple[int, int, int, int, int]], in_channels: int
     extras = nn.ModuleList(stages)
     init_convs([extras], "xavier")
     return extras
+
+
+class FusedPyramid(nn.Module):
+    """FSSD's neck shape (FSSD, MFSSD): taps fused into one map, then a ``pyramid`` of stride-2 layers, one
+    prediction map each. Subclasses build ``pyramid``, ``map_names`` and ``out_channels``."""
+
+    pyramid: nn.ModuleList
+    map_names: list[str]
+    out_channels: list[int]
+
+    def truncate(self, num_maps: int) -> None:
+        """Keep the first ``num_maps`` pyramid layers (the later ones feed no prediction)."""
+        del self.pyramid[num_maps:]
+        self.map_names, self.out_channels = self.map_names[:num_maps], self.out_channels[:num_maps]

@@ -32,6 +32,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from detectors.base import BATCH_NORMS
+from detectors.complexity import count_params
 from detectors.ssd.detector import SSDDetector
 from detectors.ssd.pruned_io import load_pruned, save_pruned
 
@@ -90,14 +91,14 @@ def prune_to_params(model: SSDDetector, target_params: int | None = None,
     scales (tied scales are pruned or kept together). Raises ``ValueError`` when no ratio is within tolerance.
     """
     if target_params is None:
-        target_params = round(_trainable(model) * MFSSD_PRUNED_PARAMS / MFSSD_BN_PARAMS)
+        target_params = round(count_params(model) * MFSSD_PRUNED_PARAMS / MFSSD_BN_PARAMS)
     if example_inputs is None:
         example_inputs = _example(model)
-    params_before = _trainable(model)
+    params_before = count_params(model)
     pruner = make_slimming_pruner(model, example_inputs)
     channels_before = sum(len(imp) for _, _, imp in _scored_groups(pruner))
     low, high = 0.0, 1.0
-    best_ratio, best_count = 0.0, _trainable(model)
+    best_ratio, best_count = 0.0, count_params(model)
     for _ in range(_BISECTION_STEPS):
         ratio = (low + high) / 2
         count = _count_after(model, pruner, _plan(pruner, ratio))
@@ -111,7 +112,7 @@ def prune_to_params(model: SSDDetector, target_params: int | None = None,
         group.prune()
     channels_after = sum(len(imp) for _, _, imp in _scored_groups(pruner))
     report = PruneReport("count_target", target_params, None, 1 - channels_after / channels_before,
-                         channels_before, channels_after, params_before, _trainable(model))
+                         channels_before, channels_after, params_before, count_params(model))
     _record(model, report)
     return model
 
@@ -178,7 +179,7 @@ def prune_by_criterion(model: SSDDetector, example_inputs: Tensor | None = None,
     if min_channels < 1:
         raise ValueError("min_channels must be at least 1")
     example_inputs = _example(model) if example_inputs is None else example_inputs
-    params_before = _trainable(model)
+    params_before = count_params(model)
     pruner = make_slimming_pruner(model, example_inputs)
     scored = _scored_groups(pruner)
     scores = torch.cat([imp for _, _, imp in scored])
@@ -201,7 +202,7 @@ def prune_by_criterion(model: SSDDetector, example_inputs: Tensor | None = None,
     after = sum(len(imp) for _, _, imp in _scored_groups(pruner))
     mode, requested = ("ratio", ratio) if ratio is not None else ("threshold", threshold)
     report = PruneReport(mode, requested, effective, 1 - after / len(scores), len(scores), after,
-                         params_before, _trainable(model))
+                         params_before, count_params(model))
     _record(model, report)
     return report
 
@@ -233,10 +234,6 @@ def _record(model: SSDDetector, report: PruneReport) -> None:
     model.notes.append(report.note())
 
 
-def _trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def _plan(pruner: tp.pruner.BNScalePruner, ratio: float) -> list[tp.Group]:
     """The pruning groups a one-shot global step at ``ratio`` would execute, without executing them."""
     pruner.reset()
@@ -245,7 +242,7 @@ def _plan(pruner: tp.pruner.BNScalePruner, ratio: float) -> list[tp.Group]:
 
 
 def _count_after(model: nn.Module, pruner: tp.pruner.BNScalePruner, groups: Iterable[tp.Group]) -> int:
-    """Trainable parameters of ``model`` once ``groups`` are pruned, from the channel indices alone."""
+    """Parameters of ``model`` once ``groups`` are pruned, from channel indices alone."""
     removed_out: dict[nn.Module, set[int]] = defaultdict(set)
     removed_in: dict[nn.Module, set[int]] = defaultdict(set)
     for group in groups:
@@ -257,7 +254,7 @@ def _count_after(model: nn.Module, pruner: tp.pruner.BNScalePruner, groups: Iter
                 removed_in[layer].update(idxs)
     total = 0
     for layer in model.modules():
-        params = [p for p in layer.parameters(recurse=False) if p.requires_grad]
+        params = list(layer.parameters(recurse=False))  # all parameters, as count_params counts
         if not params or (layer not in removed_out and layer not in removed_in):
             total += sum(p.numel() for p in params)
         elif isinstance(layer, BATCH_NORMS):

@@ -12,7 +12,7 @@ checkpointed steps.
 3. ``finetune``: training of the pruned model like any other.
 
 One round: Fig. 3 repeats the three while the accuracy holds, but the runner scores a model only after its
-last stage (``bench.suite.PruningRecipe.rounds``). The two training stages share the model's budget
+last stage (``bench.suite.spec.PruningRecipe.rounds``). The two training stages share the model's budget
 (iterations and time cap): ``finetune_fraction`` of it goes to fine-tuning. The sparse stage starts from
 the network the registry builds (ImageNet VGG16 where the suite asks for it), not from a trained MFSSD-BN as
 the paper's does: the plan has one budget, split over its stages. The pruning functions are looked up on
@@ -33,7 +33,7 @@ from detectors.plans import AfterBackward, Train, TrainingPlan, Transform
 from detectors.ssd import pruning
 
 PRUNED_STRUCTURE_SEED = 0
-# bench.suite.PruningRecipe's defaults (a plan factory must not import bench); its docstring: the ratio.
+# bench.suite.spec.PruningRecipe's defaults (a plan factory must not import bench); its docstring: the ratio.
 DEFAULTS: dict[str, Any] = {"sparsity": 1e-4, "mode": "criterion", "ratio": 0.2, "threshold": None,
                             "target_params": None, "finetune_fraction": 0.5, "rounds": 1}
 COUNT_TARGET_LABEL = "count-target mode: the count is not a result"
@@ -103,7 +103,7 @@ def make_preview(options: Mapping[str, Any]) -> Callable[[Detector], Detector]:
 
 
 def slimming_plan(settings: Mapping[str, Any]) -> TrainingPlan:
-    """The plan for the recipe's pruning settings (``bench.suite.PruningRecipe`` as a mapping)."""
+    """The plan for the recipe's pruning settings (``bench.suite.spec.PruningRecipe`` as a mapping)."""
     options = _settings(settings)
     finetune = float(options["finetune_fraction"])
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detectors.base import Detections, Detector, ImageMeta, InputProtocol, PostprocessConfig, Target
+from detectors.base import Detections, Detector, ImageMeta, InputSpec, PostprocessConfig, Target
 from detectors.registry import Builder, register
 from detectors.yolov5.autoanchor import AnchorCheck, check_anchors, letterboxed_box_wh
 from detectors.yolov5.loss import LossHyp, yolov5_loss
@@ -48,9 +48,9 @@ class YOLOv5Detector(Detector):
         self.model = AnchorYOLOv5(scale, num_classes)
 
     @property
-    def protocol(self) -> InputProtocol:
+    def input_spec(self) -> InputSpec:
         # v5 letterboxes with grey 114 and feeds RGB in [0, 1] without mean/std normalisation.
-        return InputProtocol(self.input_size, "letterbox", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        return InputSpec(self.input_size, "letterbox", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
     @property
     def num_priors(self) -> int:

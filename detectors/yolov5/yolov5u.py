@@ -27,7 +27,7 @@ from detectors.base import (
     Detections,
     Detector,
     ImageMeta,
-    InputProtocol,
+    InputSpec,
     PostprocessConfig,
     Target,
 )
@@ -66,8 +66,8 @@ class YOLOv5uDetector(Detector):
         self.model.args = get_cfg(DEFAULT_CFG)
 
     @property
-    def protocol(self) -> InputProtocol:
-        return InputProtocol(self.input_size, "letterbox", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.input_size, "letterbox", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
     @property
     def notes(self) -> list[str]:

@@ -5,6 +5,7 @@ fused eval-mode model on the same input. Two ratios are printed (target: at most
 - wall: the whole ``measure_speed`` call (copy, fuse, image decode, per-iteration timer, tqdm, statistics)
   over the bare loop;
 - latency: the mean latency the harness reports over the bare loop's time per forward.
+Before timing, the bare loop's network is checked to compute what the harness's timed copy computes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.io import write_png
 
-from bench.speed import SpeedConfig, measure_speed
-from detectors import Detections, Detector, ImageMeta, InputProtocol, Target
+from bench.speed.config import SpeedConfig
+from bench.speed.harness import _timed_copy, measure_speed
+from detectors import Detections, Detector, ImageMeta, InputSpec, Target
 from detectors.complexity import fuse_conv_bn
 
 WARMUP, ITERATIONS, ROUNDS = 50, 500, 5  # the full protocol's counts
@@ -38,8 +40,8 @@ class SmallCNN(Detector):
                                   nn.Conv2d(32, 5, 1))
 
     @property
-    def protocol(self) -> InputProtocol:
-        return InputProtocol(SIZE, "stretch", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    def input_spec(self) -> InputSpec:
+        return InputSpec(SIZE, "stretch", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.body(images)
@@ -68,6 +70,9 @@ def test_harness_overhead_against_bare_loop(benchmark, tmp_path: Path) -> None:
     reference = fuse_conv_bn(copy.deepcopy(model).eval())
     images = torch.rand(1, 3, SIZE, SIZE)
     config = SpeedConfig(warmup=WARMUP, iterations=ITERATIONS, max_seconds=1e9, fp16=False)
+    timed, fused = _timed_copy(model, torch.device("cpu"), half=False, fuse=True)  # what the harness times
+    with torch.inference_mode():
+        assert fused and torch.equal(timed(images), reference(images))  # the same network, the same output
 
     bare: list[float] = []
     reported_ms: list[float] = []

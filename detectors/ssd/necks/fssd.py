@@ -16,7 +16,15 @@ from detectors.base import PostprocessConfig
 from detectors.registry import register
 from detectors.ssd.ablation import ABLATION_OPTIONS, Ablation, assemble
 from detectors.ssd.detector import SSDDetector
-from detectors.ssd.layers import conv_block, conv_stack, init_convs, run_in_sequence, upsample_to, vgg_body
+from detectors.ssd.layers import (
+    FusedPyramid,
+    conv_block,
+    conv_stack,
+    init_convs,
+    run_in_sequence,
+    upsample_to,
+    vgg_body,
+)
 from detectors.ssd.priors import SSD300_BOXES, PriorLevel, PriorSet, ssd300_levels
 from detectors.ssd.vgg import Fc6
 
@@ -35,7 +43,7 @@ def fssd300_levels(prior_set: PriorSet = "voc") -> list[PriorLevel]:
     return ssd300_levels(prior_set, FSSD300_BOXES)
 
 
-class FSSDFeatures(nn.Module):
+class FSSDFeatures(FusedPyramid):
     """VGG16 -> conv6/7 extras -> 1x1 transforms of conv4_3, fc7, conv7_2 -> concat, BN(768) -> pyramid.
 
     The fusion resolution is conv4_3's (38 at 300), so any input size works.
@@ -56,11 +64,6 @@ class FSSDFeatures(nn.Module):
         init_convs([self.extras, self.transforms, self.pyramid], "kaiming_fan_out")  # PytorchSSD's init
         self.out_channels = list(FSSD_PYRAMID_CHANNELS)
         self.map_names = [f"pyramid{i}" for i in range(len(FSSD_PYRAMID))]
-
-    def truncate(self, num_maps: int) -> None:
-        """Keep the first ``num_maps`` pyramid layers (the later ones feed no prediction)."""
-        del self.pyramid[num_maps:]
-        self.map_names, self.out_channels = self.map_names[:num_maps], self.out_channels[:num_maps]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         taps = self.vgg(x)

@@ -18,7 +18,15 @@ from detectors.base import PostprocessConfig
 from detectors.registry import register
 from detectors.ssd.ablation import ABLATION_OPTIONS, Ablation, assemble
 from detectors.ssd.detector import SSDDetector
-from detectors.ssd.layers import conv_block, conv_stack, init_convs, run_in_sequence, upsample_to, vgg_body
+from detectors.ssd.layers import (
+    FusedPyramid,
+    conv_block,
+    conv_stack,
+    init_convs,
+    run_in_sequence,
+    upsample_to,
+    vgg_body,
+)
 from detectors.ssd.priors import SIX_ON_CONV4_3_BOXES, PriorLevel, PriorSet, ssd300_levels
 from detectors.ssd.slimming_plan import slimming_plan
 from detectors.ssd.vgg import Fc6
@@ -39,7 +47,7 @@ def mfssd300_levels(prior_set: PriorSet = "voc") -> list[PriorLevel]:
     return ssd300_levels(prior_set, SIX_ON_CONV4_3_BOXES)
 
 
-class MFSSDFeatures(nn.Module):
+class MFSSDFeatures(FusedPyramid):
     """VGG16 -> 1x1 conv + BN + ReLU on conv4_3/conv5_3/fc7 -> bilinear to 38 -> concat + BN(1024) -> pyramid.
 
     ``batch_norm`` puts BN after the 13 VGG 3x3 convs (MFSSD-BN); the fusion and pyramid always use BN,
@@ -58,11 +66,6 @@ class MFSSDFeatures(nn.Module):
         init_convs([self.transforms, self.pyramid], "kaiming_fan_out")  # as FSSD (PytorchSSD's init)
         self.out_channels = [channels for channels, _, _ in PYRAMID]
         self.map_names = [f"pyramid{i}" for i in range(len(PYRAMID))]
-
-    def truncate(self, num_maps: int) -> None:
-        """Keep the first ``num_maps`` pyramid layers (the later ones feed no prediction)."""
-        del self.pyramid[num_maps:]
-        self.map_names, self.out_channels = self.map_names[:num_maps], self.out_channels[:num_maps]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         taps = self.vgg(x)

@@ -1,0 +1,1 @@
+"""The resolved plan (``--plan``): every model's settings, budget, costs and schedule, before training."""

@@ -1,0 +1,1 @@
+"""The per-model work of a run: the run directory, each model's job, its training plan, scoring."""

@@ -1,0 +1,18 @@
+"""The runner's cheaper non-training steps give the same numbers as the expensive ones they replace."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.runner.scoring import flops_without_compute
+from detectors import build_model
+from detectors.complexity import count_flops
+
+
+@pytest.mark.parametrize(("name", "options"), [("yolov5n", {"input_size": 64}), ("mdssd300", {})])
+def test_flops_on_a_meta_copy_equal_a_real_forward_count(name: str, options: dict) -> None:
+    """complexity.json's GFLOPs come from a meta-device copy (no real forward): the same thop count,
+    deconvolutions (MDSSD's Fusion Blocks) included, and the model itself is left on its device."""
+    model = build_model(name, 8, **options)
+    assert flops_without_compute(model) == count_flops(model, model.input_size)
+    assert next(model.parameters()).device.type == "cpu"
