@@ -38,9 +38,8 @@ LABELS = {
 MERGED = ["pedestrian", "motor_vehicle", "other"]
 
 
-@pytest.fixture()
-def kitti_root(tmp_path: Path) -> Path:
-    root = tmp_path / "kitti"
+def make_kitti_root(root: Path) -> Path:
+    """A KITTI training folder with LABELS' three frames and a train/val split."""
     (root / "training" / "label_2").mkdir(parents=True)
     (root / "training" / "image_2").mkdir(parents=True)
     (root / "ImageSets").mkdir()
@@ -50,6 +49,11 @@ def kitti_root(tmp_path: Path) -> Path:
     (root / "ImageSets" / "train.txt").write_text("000000\n000001\n")
     (root / "ImageSets" / "val.txt").write_text("000002\n000000\n")
     return root
+
+
+@pytest.fixture()
+def kitti_root(tmp_path: Path) -> Path:
+    return make_kitti_root(tmp_path / "kitti")
 
 
 def test_reader_keeps_all_fields_dontcare_truncation_and_occlusion(kitti_root: Path) -> None:

@@ -168,3 +168,16 @@ def test_an_error_beside_a_forked_part_reaps_it(monkeypatch) -> None:
         raise KeyError("in the parent")
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no child left
+
+
+def test_no_fork_beside_torch_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's process has torch (and its OpenMP pool) loaded: the evaluator must not fork there by itself."""
+    import torch  # noqa: F401  (present in sys.modules, as in a run)
+
+    from bench.metrics import parallel
+
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr(parallel, "_idle_cores", lambda: 2.0)
+    assert not parallel.parallel_enabled()
+    monkeypatch.setenv(ENV, "2")
+    assert parallel.parallel_enabled()

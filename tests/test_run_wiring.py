@@ -153,17 +153,9 @@ def test_fit_to_training_boxes_runs_once_and_not_on_resume(tmp_path: Path, monke
 
 
 def test_a_kitti_root_gets_the_kitti_metrics(tmp_path: Path) -> None:
-    from test_kitti import LABELS
+    from test_kitti import make_kitti_root
 
-    root = tmp_path / "kitti"
-    (root / "training" / "label_2").mkdir(parents=True)
-    (root / "training" / "image_2").mkdir(parents=True)
-    (root / "ImageSets").mkdir()
-    for image_id, lines in LABELS.items():
-        (root / "training" / "label_2" / f"{image_id}.txt").write_text("\n".join(lines) + "\n")
-        Image.new("RGB", (200, 80), (90, 90, 90)).save(root / "training" / "image_2" / f"{image_id}.png")
-    (root / "ImageSets" / "train.txt").write_text("000000\n000001\n")
-    (root / "ImageSets" / "val.txt").write_text("000002\n000000\n")
+    root = make_kitti_root(tmp_path / "kitti")
     suite = tmp_path / "kitti_smoke.toml"
     suite.write_text(f'base = "{SMOKE}"\ndescription = "smoke on KITTI"\n[recipe]\nbatch_size = 2\n')
     out = tmp_path / "run"
