@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from bench.cluster import add_launcher_arguments, collect, launch
+from bench.cluster import add_launcher_arguments
 from bench.data.resolve import ResolvedData, resolve_data
 from bench.distributed import DistContext, barrier, broadcast_from_main, init_from_env, shutdown
 from bench.errors import BenchInputError
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.collect:
+        from bench.cluster.collect import collect
+
         return collect(Path(args.collect))
     suite = load_suite(args.suite)
     models = select_models(suite, args.models)
@@ -98,6 +100,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.plan:
         return show_plan(suite, models, args)
     if args.launcher:
+        from bench.cluster.launch import launch
+
         return launch(args, models, run_directory(suite, args))
     ctx = init_from_env(args.device)
     if ctx.device.type == "cuda":

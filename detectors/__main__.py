@@ -13,26 +13,15 @@ import json
 import sys
 from typing import Any
 
-import torch
-
-from detectors.base import Detector
 from detectors.complexity import count_flops, count_params
-from detectors.registry import build_preview, builders_quiet, model_names
+from detectors.registry import build_without_weights, builders_quiet, model_names
 
 COLUMNS = ("name", "family", "input_size", "params", "priors", "gflops")
 
 
-def _build_for_listing(name: str, num_classes: int) -> Detector:
-    try:
-        with torch.device("meta"):
-            return build_preview(name, num_classes)
-    except Exception:  # constructor needs real tensors; the CPU build below raises any genuine error
-        return build_preview(name, num_classes)
-
-
 def describe(name: str, num_classes: int, with_flops: bool = True) -> dict[str, Any]:
     """One listing row: name, family, input_size, params, priors (None if anchor-free) and gflops."""
-    model = _build_for_listing(name, num_classes)
+    model = build_without_weights(name, num_classes, preview=True)
     gflops = round(count_flops(model, model.input_size), 2) if with_flops else None
     return {"name": name, "family": model.family, "input_size": model.input_size,
             "params": count_params(model), "priors": model.num_priors, "gflops": gflops}

@@ -65,11 +65,20 @@ def _count_conv_transpose(module: nn.ConvTranspose2d, inputs: tuple[torch.Tensor
 def count_flops(model: nn.Module, input_size: int) -> float:
     """GFLOPs = 2 x MACs / 1e9 of one ``(1, 3, S, S)`` forward of the fused eval-mode model (see module doc).
 
-    Works on a deep copy, so the caller's model is untouched, and on the model's own device: a model built
-    under ``torch.device("meta")`` is counted without computing anything.
+    Works on a deep copy, so the caller's model is untouched. The copy goes to the meta device, where thop
+    counts the same shapes without computing anything (one DF-SSD512 image costs ~10 s of CPU); a model
+    whose forward needs real values is counted on its own device.
     """
+    try:
+        return _count_flops(copy.deepcopy(model).to("meta"), input_size)
+    except Exception:  # a forward that needs real tensors (data-dependent shapes): count on real ones
+        return _count_flops(copy.deepcopy(model), input_size)
+
+
+def _count_flops(model: nn.Module, input_size: int) -> float:
+    """``count_flops`` on ``model`` itself, on its device: fuses it in place (give it a copy)."""
     device = next(model.parameters()).device
-    fused = fuse_conv_bn(copy.deepcopy(model).eval())
+    fused = fuse_conv_bn(model.eval())
     image = torch.zeros(1, 3, input_size, input_size, device=device)
     with torch.no_grad():
         macs, _ = thop.profile(fused, inputs=(image,), verbose=False,

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from detectors.base import Detector
 from detectors.plans import PlanFactory, TrainingPlan, single_stage
 
@@ -125,8 +127,22 @@ def build_preview(name: str, num_classes: int, **options: Any) -> Detector:
     return model if preview is None else preview(model)
 
 
-__all__ = ["BuildOptionError", "ModelSpec", "build_model", "build_preview", "model_names",
-           "model_spec", "register"]
+def build_without_weights(name: str, num_classes: int, *, preview: bool = False, **options: Any
+                          ) -> Detector:
+    """The untrained network on the meta device (no weights materialised: milliseconds), or on the CPU when
+    its constructor needs real values; ``preview``: the architecture its plan ends in (``build_preview``).
+    For what the architecture alone decides: parameter counts, priors, FLOPs."""
+    build = build_preview if preview else build_model
+    with builders_quiet():
+        try:
+            with torch.device("meta"):
+                return build(name, num_classes, **options)
+        except Exception:  # a constructor needing real tensors; the CPU build raises any genuine error
+            return build(name, num_classes, **options)
+
+
+__all__ = ["BuildOptionError", "ModelSpec", "build_model", "build_preview", "build_without_weights",
+           "model_names", "model_spec", "register"]
 
 
 @contextlib.contextmanager

@@ -69,6 +69,20 @@ def yolo_family_figure(run: Run) -> Figure:
     return figure
 
 
+def untrained_note(run: Run, what: str) -> list[Figure]:
+    """One entry saying which models a per-model figure leaves out: not trained (a smoke budget)."""
+    names = [name for name, m in run.models.items() if m.state == "done" and m.untrained]
+    if not names:
+        return []
+    for stale in (run.root / FIGURES).glob("confusion_*.png"):  # never leave an earlier build's figure
+        if stale.stem.removeprefix("confusion_") in names:
+            stale.unlink()
+    return [Figure(f"{what}: models not trained", "",
+                   reason=f"not drawn for {', '.join(names)}: 0 training iterations (a smoke budget), so "
+                          f"their detections are an initialised network's; their numbers are in "
+                          f"models/<name>/confusion.json and metrics.json")]
+
+
 def qualitative_figures(run: Run) -> list[Figure]:
     """Seed 000 figs. 1/6 and seed 001 fig. 4: one figure per chosen test image."""
     title = "Detections on test images with small objects"
@@ -131,7 +145,8 @@ def draw_figures(run: Run, comparison: pd.DataFrame,
             *[_draw(root, f"confusion_{name}", f"Confusion matrix: {name}",
                     (m.confusion or {}).get("definition", "") or "Score-ordered one-to-one matching.",
                     lambda p, name=name, m=m: confusion.confusion_matrix(name, m.confusion, p))
-              for name, m in run.models.items() if m.state == "done"],
+              for name, m in run.models.items() if m.state == "done" and not m.untrained],
+            *untrained_note(run, "Confusion matrices"),
         ],
         "qualitative": qualitative_figures(run),
         "speed": [
@@ -162,8 +177,9 @@ def small_objects_context(run: Run) -> dict[str, Any]:
     """Issue 12's section for both templates: ``reports.plots.small_objects.small_objects_section`` with its
     figures embedded for the HTML partial, plus plain rows for the Markdown template."""
     dirs = {name: run.root / "models" / name for name, m in run.models.items() if m.state == "done"}
+    trained = {name: d for name, d in dirs.items() if not run.models[name].untrained}  # the figures' panels
     out_dir = run.root / FIGURES
-    section = small.small_objects_section(dirs, out_dir)
+    section = small.small_objects_section(dirs, out_dir, run_root=run.root, panels=trained)
     drawn = {f"small_objects_{k}.png" for k, v in section.get("figures", {}).items() if v}
     for stale in out_dir.glob("small_objects_*.png"):  # never leave a figure of an earlier build
         if stale.name not in drawn:
@@ -176,8 +192,10 @@ def small_objects_context(run: Run) -> dict[str, Any]:
     sections = small.read_small_objects(dirs)
     tables = {p: _rows(small.bucket_table(sections, p)) for p in section["tables"]}
     sliced = small.sliced_table(dirs)
+    paired = small.paired_table(run.root, section["protocol"])
     return {"available": True, "html": html, "protocol": section["protocol"], "files": files,
-            "tables": tables, "sliced": _rows(sliced) if len(sliced) else None}
+            "tables": tables, "sliced": _rows(sliced) if len(sliced) else None,
+            "paired": _rows(paired) if len(paired) else None}
 
 
 def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:

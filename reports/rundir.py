@@ -55,6 +55,17 @@ class ModelRun:
         """Iterations trained over all of the model's stages (``None`` before any stage finished)."""
         return sum(int(s["iterations"]) for s in self.training) if self.training else None
 
+    @property
+    def untrained(self) -> bool:
+        """Its stages trained no iteration (a smoke budget of 0): its detections are those of an initialised
+        network, so the per-model figures leave it out (its files keep every number)."""
+        return self.trained_iterations == 0
+
+    @property
+    def scored_images(self) -> int | None:
+        """Test images its detections were scored on (``metrics.json``; a smoke budget scores the first N)."""
+        return ((self.metrics or {}).get("settings") or {}).get("n_images")
+
     def speed_result(self, protocol: str, precision: str = "fp32") -> dict[str, Any] | None:
         """The first timing of ``protocol`` at ``precision`` (the runner writes one per pair)."""
         for result in (self.speed or {}).get("results", []):

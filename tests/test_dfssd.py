@@ -57,8 +57,8 @@ def test_dfssd300_trains_and_predicts():
     torch.manual_seed(0)
     model = build_model("dfssd300", 20)
     images = torch.rand(1, 3, 300, 300, generator=torch.Generator().manual_seed(0))
-    losses = train(model, images, targets(300)[1:], steps=5, lr=2e-4)
-    assert losses[-1] < 0.9 * losses[0], losses  # the deconv fusion moves slowly with a frozen random body
+    losses = train(model, images, targets(300)[1:], steps=3, lr=2e-4)
+    assert losses[-1] < 0.9 * losses[0], losses  # 2 updates: ~0.8 (the fusion moves slowly on a frozen body)
     check_predictions(model, images)
 
 
@@ -66,8 +66,8 @@ def test_dfssd512_trains_and_predicts_at_half_resolution():
     torch.manual_seed(0)
     model = at_half_resolution(build_model("dfssd512", 20))
     images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-    losses = train(model, images, targets(256)[1:], steps=5, lr=2e-4)
-    assert losses[-1] < 0.9 * losses[0], losses  # the deconv fusion moves slowly with a frozen random body
+    losses = train(model, images, targets(256)[1:], steps=3, lr=2e-4)
+    assert losses[-1] < 0.9 * losses[0], losses  # 2 updates: ~0.8 (the fusion moves slowly on a frozen body)
     check_predictions(model, images)
 
 

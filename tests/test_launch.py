@@ -19,9 +19,9 @@ import pytest
 import torch
 from submitit.core.utils import DelayedSubmission
 
-from bench.cluster import collect, launch
-from bench.cluster.collect import LAUNCH_RECORD, model_states
+from bench.cluster.collect import LAUNCH_RECORD, collect, model_states
 from bench.cluster.job import ClusterJob, JobSpec
+from bench.cluster.launch import launch
 from bench.cluster.options import parse_slurm_args, parse_time_minutes
 from bench.errors import BenchInputError
 from bench.io import read_json, write_json
@@ -179,13 +179,27 @@ def log_rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_local_job_requeued_mid_training_resumes_to_the_uninterrupted_result(tmp_path: Path,
-                                                                            monkeypatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_local_job_requeued_mid_training_resumes_to_the_uninterrupted_result(tmp_path: Path, monkeypatch,
+                                                                            capsys) -> None:
+    """The uninterrupted run is launched as a user types it (``--launcher local --wait``, then
+    ``--collect``); the requeued one through ``launch``, so the test can signal its job mid-training."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # both runs' jobs: the same threads, the same arithmetic
     suite = str(longer_smoke(tmp_path, 12))
     reference = tmp_path / "reference"
-    assert launch(arguments(tmp_path, "--suite", suite, "--launcher", "local", "--wait", "--keep-weights"),
-                  [MODEL], reference) == 0
+    command = [sys.executable, "-m", "bench.run", "--suite", suite, "--models", MODEL, "--out",
+               str(reference), "--cache-dir", str(tmp_path / "cache"), "--launcher", "local", "--wait",
+               "--keep-weights"]
+    launched = subprocess.run(command, cwd=SMOKE.parents[2], env={**os.environ, "YOLO_OFFLINE": "1"},
+                              capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert read_json(reference / LAUNCH_RECORD)["launcher"] == "local"
+    assert (reference / "report.html").is_file()
+    from bench.run import main
+
+    capsys.readouterr()
+    assert main(["--collect", str(reference)]) == 0
+    assert f"{MODEL}" in (shown := capsys.readouterr().out) and "done" in shown
+    assert main(["--collect", str(tmp_path / "nothing")]) == 2  # one line, exit 2
 
     out = tmp_path / "requeued"
     result: dict[str, int] = {}
@@ -232,22 +246,3 @@ def test_job_spec_is_what_a_job_runs(tmp_path: Path) -> None:
     path = tmp_path / "job.pkl"
     DelayedSubmission(ClusterJob(spec)).dump(path)
     assert DelayedSubmission.load(path).function.spec == spec
-
-
-@pytest.mark.slow
-def test_cli_launches_local_jobs_and_collects(tmp_path: Path) -> None:
-    """``python -m bench.run --launcher local --wait`` and ``--collect``, as a user types them."""
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1"}
-    base = [sys.executable, "-m", "bench.run"]
-    launched = subprocess.run([*base, "--suite", "smoke", "--models", MODEL, "--out", str(out), "--cache-dir",
-                               str(tmp_path / "cache"), "--launcher", "local", "--wait"],
-                              cwd=SMOKE.parents[2], env=env, capture_output=True, text=True)
-    assert launched.returncode == 0, launched.stderr[-3000:]
-    assert read_json(out / "models" / MODEL / "status.json")["state"] == "done"
-    assert read_json(out / LAUNCH_RECORD)["launcher"] == "local" and (out / "report.html").is_file()
-    collected = subprocess.run([*base, "--collect", str(out)], cwd=SMOKE.parents[2], env=env,
-                               capture_output=True, text=True)
-    assert collected.returncode == 0 and MODEL in collected.stdout and "done" in collected.stdout
-    assert subprocess.run([*base, "--collect", str(tmp_path / "nothing")], cwd=SMOKE.parents[2], env=env,
-                          capture_output=True, text=True).returncode == 2  # one line, exit 2

@@ -12,6 +12,7 @@ from fixtures_report import make_fake_run
 
 from bench.data.records import DetectionDataset, ImageRecord
 from bench.metrics import DetectionResults, evaluate
+from bench.metrics.bootstrap import paired_comparison
 from bench.metrics.small_objects import SmallObjectSettings
 from reports.build import main
 
@@ -40,6 +41,11 @@ def _scored_run(root: Path) -> Path:
     sliced["delta"] = {k: (None if v is None or sliced["full"]["stats"].get(k) is None
                            else v - sliced["full"]["stats"][k]) for k, v in sliced["sliced"]["stats"].items()}
     (root / "models" / "ssd300" / "sliced.json").write_text(json.dumps(sliced))
+    better = {m: paired_comparison([0.30, 0.32, 0.31], [0.35, 0.36, 0.33], estimate_a=0.31, estimate_b=0.35)
+              for m in ("AP", "AP50")}
+    (root / "comparisons.json").write_text(json.dumps({  # as bench.runner.comparisons writes it
+        "reference": "ssd300", "models": {"mfssd300": {"aitod": better},
+                                          "fssd300": {"skipped": "scored on other test images"}}}))
     return root
 
 
@@ -66,6 +72,11 @@ def test_markdown_section_has_buckets_tide_tolerance_and_slicing(pages):
     rows = [line for line in sliced.splitlines() if line.startswith("| ssd300 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["full", "sliced", "Δ (sliced - full)"]
     assert "| 4.0 | 50.0 |" in rows[1]  # inputs per image and ms per image of the sliced pass
+    paired = section.split("### Paired comparison (aitod)")[1].split("###")[0]
+    mfssd = next(line for line in paired.splitlines() if line.startswith("| mfssd300 | ssd300 |"))
+    assert "| +4.0 \\[" in mfssd  # the difference of the estimates, 35 - 31 points, then its interval
+    assert "scored on other test images" in next(line for line in paired.splitlines()
+                                                  if line.startswith("| fssd300 |"))
     for block in re.findall(r"(?:^\|.*\|$\n?)+", section, flags=re.M):
         assert len({len(re.findall(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}) == 1
 
@@ -76,3 +87,4 @@ def test_html_section_embeds_its_figures(pages):
     assert section.count('<img src="data:image/png;base64,') == 2
     assert not re.search(r'(src|href)="(?!data:|#)', html)  # the page stays one self-contained file
     assert "AP_very_tiny" in section and "Sliced against full-image inference" in section
+    assert "Paired comparison (aitod)" in section and "<td>mfssd300</td>" in section

@@ -150,8 +150,9 @@ def test_final_weights_full_fp16_or_none(tmp_path: Path) -> None:
 
 
 def test_coco_small_budget_is_declared_before_training() -> None:
-    """The main job's rule: equal iterations for the two models that learn on a CPU, a smoke budget (one
-    iteration per training stage) for the others; every model's planned stages add up to its budget."""
+    """The main job's rule: equal iterations for the two models that learn on a CPU, a smoke budget for the
+    others (not trained; MFSSD-Pruned one iteration per stage), each scored on a test subset; every model's
+    planned stages add up to its budget."""
     from bench.plan.resolve import plan_for
     from bench.suite.spec import load_suite
 
@@ -163,5 +164,9 @@ def test_coco_small_budget_is_declared_before_training() -> None:
     for name, model in plan.items():
         stages = [s["iterations"] for s in model["stages"]]
         assert sum(stages) == model["budget"]["iterations"], name
-        if name not in learners:
-            assert stages == [1] * len(stages) and model["overrides"], name  # smoke budget, with its reason
+        if name not in learners:  # smoke budget, with its reason
+            smoke = [1, 1] if name == "mfssd300_pruned" else [0]
+            assert stages == smoke and model["overrides"], name
+            assert model["recipe"]["eval_images"] == 2, name
+        else:
+            assert model["recipe"]["eval_images"] is None, name

@@ -126,6 +126,34 @@ def test_tensorboard_paired_comparisons_and_sliced_inference(tmp_path: Path) -> 
     assert set(sliced["delta"]) == set(sliced["sliced"]["stats"])
 
 
+def test_a_smoke_budget_model_is_not_trained_scored_on_its_subset_and_not_paired(tmp_path: Path) -> None:
+    """``iterations = 0`` and ``eval_images`` (coco_small's smoke budget): no training step, the first N
+    test images scored, no pairing with a model scored on all of them, and the report says so."""
+    suite = tmp_path / "smoke_budget.toml"
+    suite.write_text(f'base = "{SMOKE}"\ndescription = "smoke budget"\n[overrides.tiny_fake_twin]\n'
+                     'reason = "smoke budget"\niterations = 0\neval_images = 2\n')
+    out = tmp_path / "run"
+    assert run(tmp_path, out, "--models", "tiny_fake_twin,tiny_fake", suite=str(suite)) == 0
+    twin = out / "models" / "tiny_fake_twin"
+    assert [(s["iterations"], s["planned_iterations"]) for s in read(twin / "status.json")["training"]] \
+        == [(0, 0)]
+    assert read(twin / "metrics.json")["settings"]["n_images"] == 2
+    assert read(out / "models" / "tiny_fake" / "metrics.json")["settings"]["n_images"] == 4
+    first_two = {image["id"] for image in read(out / "data" / "test_gt.json")["images"][:2]}
+    assert {d["image_id"] for d in read(twin / "detections.json")} <= first_two
+    comparisons = read(out / "comparisons.json")  # the reference is the first model scored on all images
+    assert comparisons["reference"] == "tiny_fake"
+    assert comparisons["models"]["tiny_fake_twin"] == {
+        "skipped": "scored on other test images than the reference (2 against 4)"}
+    from reports.build import main as build_report
+
+    assert build_report([str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    row = next(line for line in md.splitlines()
+               if line.startswith("| tiny\\_fake\\_twin |") and "budget" in line)
+    assert "not trained (a smoke budget of 0 iterations)" in row and "first 2 of the 4 test images" in row
+
+
 def test_fit_to_training_boxes_runs_once_and_not_on_resume(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "run"
     assert run(tmp_path, out, "--models", "tiny_anchored") == 0

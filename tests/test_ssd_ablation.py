@@ -198,7 +198,7 @@ name = "ablation_tiny"
 models = ["e2e_squares", "e2e_learned"]
 
 [recipe]
-iterations = 2
+iterations = 1
 batch_size = 2
 
 [data]

@@ -177,6 +177,7 @@ def test_schedule_shapes() -> None:
     cosine = dataclasses.replace(step, schedule="cosine", min_lr_fraction=0.0)
     assert lr_at(cosine, 10, 0.5) == pytest.approx(0.5) and lr_at(cosine, 10, 1.0) == pytest.approx(0.0)
     assert stage_iterations(10, [0.5, 0.5]) == [5, 5] and stage_iterations(1, [0.5, 0.5]) == [1, 1]
+    assert stage_iterations(0, [0.5, 0.5]) == [0, 0]  # a smoke budget: not trained
 
 
 def test_amp_is_cuda_only() -> None:

@@ -66,8 +66,8 @@ def resolve_data(config: DataConfig, data_arg: str | None, cache_dir: Path, suit
     fmt = detect_format(root) or config.format
     splits = config.splits.get(fmt, DEFAULT_SPLITS[fmt])
     train, test = _read_pair(fmt, root, splits, config.classes, config.class_map)
-    return _assess(ResolvedData(train, _limit(test, config.test_images), fmt, root.resolve(), False, splits,
-                                root.resolve().name), strict)
+    return _assess(ResolvedData(train, first_images(test, config.test_images), fmt, root.resolve(), False,
+                                splits, root.resolve().name), strict)
 
 
 def _assess(data: ResolvedData, strict: bool) -> ResolvedData:
@@ -178,11 +178,12 @@ def _synthetic(config: DataConfig, cache_dir: Path) -> ResolvedData:
     root = out / "coco"
     train, test = _read_pair("coco", root, splits, config.classes)
     limit = spec.test_images if spec.test_images is not None else config.test_images
-    return ResolvedData(train, _limit(test, limit), "coco", root.resolve(), True, splits,
+    return ResolvedData(train, first_images(test, limit), "coco", root.resolve(), True, splits,
                         f"synthetic small objects (bench.data.synth, {out.name})")
 
 
-def _limit(ds: DetectionDataset, n: int | None) -> DetectionDataset:
+def first_images(ds: DetectionDataset, n: int | None) -> DetectionDataset:
+    """The first ``n`` images of ``ds`` (all with ``None``): a deterministic test subset."""
     return ds if n is None or n >= len(ds) else ds.subset(list(range(n)))
 
 

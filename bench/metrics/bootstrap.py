@@ -148,6 +148,7 @@ def paired_comparison(samples_a: list[float], samples_b: list[float], confidence
     finite = diff[np.isfinite(diff)]
     estimate = None if estimate_a is None or estimate_b is None else estimate_b - estimate_a
     corrected = finite if estimate is None else 2 * estimate - finite
-    return {"mean_difference": float(np.mean(finite)) if finite.size else float("nan"),
+    return {"difference": estimate,
+            "mean_difference": float(np.mean(finite)) if finite.size else float("nan"),
             **interval(diff, confidence, estimate),
             "p_not_better": float(np.mean(corrected <= 0)) if finite.size else float("nan")}

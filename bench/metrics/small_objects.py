@@ -9,6 +9,7 @@ first protocol. Everything lands in ``metrics.json`` under ``small_objects``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -202,9 +203,15 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
     if weights is not None:
         out["bootstrap"] = {"resamples": int(settings.bootstrap), "confidence": settings.confidence,
                             "seed": settings.seed, "metrics": list(BOOTSTRAP_METRICS),
+                            # which images were resampled: two models pair up only on the same ones
+                            "images": len(image_ids), "image_ids_sha256": _digest(image_ids),
                             "definition": "resamples of the images with replacement (per-image match "
                                           "outcomes reused, not re-matched); lo/hi: basic bootstrap interval "
                                           "2*estimate - quantiles, which corrects the upward bias of "
                                           "interpolated AP on a finite test set; percentile_lo/hi and bias "
                                           "beside it"}
     return out
+
+
+def _digest(image_ids: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image_ids, dtype="<i8").tobytes()).hexdigest()[:16]

@@ -13,13 +13,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
 from bench.suite.spec import Recipe
 from detectors.base import Detector
 from detectors.complexity import count_flops, count_params
 from detectors.plans import Train, Transform
-from detectors.registry import ModelSpec, build_model, build_preview, builders_quiet
+from detectors.registry import ModelSpec, build_model, build_without_weights, builders_quiet
 
 TRAIN_FLOPS_PER_FORWARD = 3.0
 COST_DEFINITION = ("training FLOPs = 3 x forward FLOPs (2 x MACs, thop, conv+BN fused, one image at the "
@@ -37,16 +35,8 @@ class StageCost:
 
 def build_cheaply(spec: ModelSpec, num_classes: int, options: dict[str, Any], preview: bool = False
                   ) -> Detector:
-    """The untrained network on the meta device, or on the CPU when its constructor needs real values;
-    ``preview``: the architecture the model's plan ends in (``build_preview``) instead of the one it starts
-    from."""
-    build = build_preview if preview else build_model
-    with builders_quiet():
-        try:
-            with torch.device("meta"):
-                return build(spec.name, num_classes, **options)
-        except Exception:  # a constructor needing real tensors; the CPU build raises any genuine error
-            return build(spec.name, num_classes, **options)
+    """``registry.build_without_weights`` for a spec: the untrained network, on the meta device if it can."""
+    return build_without_weights(spec.name, num_classes, preview=preview, **options)
 
 
 def architecture_options(spec: ModelSpec, recipe: Recipe) -> dict[str, Any]:

@@ -118,7 +118,8 @@ def model_plan(suite: Suite, name: str, data: dict[str, Any], with_flops: bool, 
         None if per_epoch is None else int(recipe.epochs or 0) * per_epoch)
     stages = stage_costs(spec, recipe, model, end, with_flops)
     iterations, why = _budget_iterations(suite, stages, recipe, length)
-    counts = stage_iterations(iterations, [s.share for s in stages]) if iterations else [None] * len(stages)
+    counts = stage_iterations(iterations, [s.share for s in stages]) if iterations is not None \
+        else [None] * len(stages)
     accumulate = base_accumulation(recipe)
     decay = effective_weight_decay(recipe)
     out: dict[str, Any] = {

@@ -2,9 +2,11 @@
 
 Every model of a run is scored with the same bootstrap seed and resample count (``bench.runner.scoring``'s
 ``small_object_settings``), so resample r draws the same images for all of them and the per-resample values
-in each ``models/<name>/bootstrap.json`` pair up. Each finished model is compared with the reference, the
-first model of the run (the suite's first, e.g. SSD300 in the SSD suites): the interval of B - A per protocol
-and metric, and the share of resamples in which B is not better (``bench.metrics.bootstrap``).
+in each ``models/<name>/bootstrap.json`` pair up, provided both were scored on the same images. Each
+finished model is compared with the reference, the first finished model (in suite order, e.g. SSD300 in the
+SSD suites) scored on the most test images: the interval of B - A per protocol and metric, and the share of
+resamples in which B is not better (``bench.metrics.bootstrap``). A model scored on other images (a smoke
+budget's ``eval_images`` subset) is listed as skipped, never paired.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def paired_comparisons(out: Path, models: list[str]) -> dict[str, Any] | None:
     found = {name: s for name in models if (s := _samples(out / "models" / name)) is not None}
     if len(found) < 2:
         return None
-    reference, *others = found
+    reference = max(found, key=lambda name: found[name].get("images") or 0)  # the first of the largest
     ref = found[reference]
+    others = [name for name in found if name != reference]
     result: dict[str, Any] = {
         "reference": reference, "resamples": ref.get("resamples"), "seed": ref.get("seed"),
         "confidence": ref.get("confidence"),
@@ -47,6 +50,10 @@ def paired_comparisons(out: Path, models: list[str]) -> dict[str, Any] | None:
         other = found[name]
         if (other.get("resamples"), other.get("seed")) != (ref.get("resamples"), ref.get("seed")):
             result["models"][name] = {"skipped": "scored with other bootstrap resamples than the reference"}
+            continue
+        if other.get("image_ids_sha256") != ref.get("image_ids_sha256"):
+            result["models"][name] = {"skipped": f"scored on other test images than the reference "
+                                                 f"({other.get('images')} against {ref.get('images')})"}
             continue
         rows: dict[str, dict[str, Any]] = {}
         for protocol, metrics in ref["samples"].items():

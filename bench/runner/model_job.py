@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.data.resolve import ResolvedData
+from bench.data.resolve import ResolvedData, first_images
 from bench.distributed import (
     AgreementTimeout,
     DistContext,
@@ -119,6 +119,8 @@ class ModelJob:
         self.recipe = budgeted_recipe(suite, name, plan) if planned is not None else suite.recipe_for(name)
         self.planned_budget = None if planned is None else planned["budget"]
         self.plan = self.spec.plan(dataclasses.asdict(self.recipe.pruning))
+        # the test images this model is scored on: all, or the first ``eval_images`` (a smoke budget)
+        self.eval_data = dataclasses.replace(data, test=first_images(data.test, self.recipe.eval_images))
         self.model: Detector | None = None
         self.params_at_start: int | None = None
 
@@ -157,8 +159,8 @@ class ModelJob:
 
         assert self.model is not None
         broadcast_buffers(self.model, self.ctx)  # every shard scored with rank 0's BatchNorm statistics
-        score_test_split(self.model, self.suite, self.data, self.ctx, self.model_dir)
-        sliced_test_split(self.model, self.suite, self.data, self.ctx, self.model_dir)
+        score_test_split(self.model, self.suite, self.eval_data, self.ctx, self.model_dir)
+        sliced_test_split(self.model, self.suite, self.eval_data, self.ctx, self.model_dir)
         training = self.status.get("training")
         if self.ctx.is_main and training:  # the metrics into the last stage's TensorBoard run
             log_evaluation(self.model_dir, training[-1]["stage"], training[-1]["iterations"],

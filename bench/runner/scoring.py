@@ -112,24 +112,11 @@ def sliced_test_split(model: Detector, suite: Suite, data: ResolvedData, ctx: Di
 def measure(model: Detector, suite: Suite, data: ResolvedData, ctx: DistContext, model_dir: Path) -> None:
     """``speed.json`` (the suite's speed protocols) and ``complexity.json`` (parameters, GFLOPs)."""
     from bench.speed.harness import measure_speed, save
-    from detectors.complexity import FLOPS_DEFINITION, count_params
+    from detectors.complexity import FLOPS_DEFINITION, count_flops, count_params
 
     sp = suite.speed
     samples = [data.test.image_path(r) for r in data.test.records[:sp.sample_images]]
     save(measure_speed(model, sp.protocols, suite.speed, ctx.device, samples), model_dir)
-    write_json({"params": count_params(model), "gflops": flops_without_compute(model),
+    write_json({"params": count_params(model), "gflops": count_flops(model, model.input_size),
                 "flops_definition": FLOPS_DEFINITION, "input_size": model.input_size},
                model_dir / "complexity.json")
-
-
-def flops_without_compute(model: Detector) -> float:
-    """``count_flops`` of the trained network on a meta-device copy: the same count without a real forward
-    (one DF-SSD512 image costs seconds of CPU); on the model's device where a module needs real values."""
-    import copy
-
-    from detectors.complexity import count_flops
-
-    try:
-        return count_flops(copy.deepcopy(model).to("meta"), model.input_size)
-    except Exception:  # a forward that needs real tensors: count on the model itself
-        return count_flops(model, model.input_size)

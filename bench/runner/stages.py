@@ -74,7 +74,9 @@ def total_iterations(n_images: int, recipe: Recipe, ctx: DistContext) -> int:
 
 
 def stage_iterations(total: int, fractions: list[float]) -> list[int]:
-    """Split ``total`` iterations between consecutive stages (at least one each)."""
+    """Split ``total`` iterations between consecutive stages (at least one each, none of 0: untrained)."""
+    if total == 0:
+        return [0] * len(fractions)
     counts = [max(1, round(total * f)) for f in fractions[:-1]]
     return [*counts, max(1, total - sum(counts))]
 

@@ -126,6 +126,10 @@ class Recipe:
     ema_tau: float | None = None
     """train.py's ``ModelEMA``: decay ``ema_decay * (1 - exp(-updates / ema_tau))``, one update per optimizer
     step (needs ``ema_decay``)."""
+    eval_images: int | None = None
+    """Score this model on the first N of the run's test images only (a smoke budget's evaluation: the
+    pipeline runs, on less work); ``None``: all of them. The paired comparisons skip a model scored on other
+    images than the reference (``bench.runner.comparisons``)."""
     autoanchor: bool = True
     """Fit the model's anchors to the training boxes before training (``Detector.fit_to_training_boxes``:
     YOLOv5's AutoAnchor, train.py's default; ``false`` is its ``--noautoanchor``); models without anchors to
@@ -134,6 +138,10 @@ class Recipe:
     def __post_init__(self) -> None:
         if (self.iterations is None) == (self.epochs is None):
             raise ValueError("give exactly one of 'iterations' and 'epochs'")
+        if self.iterations is not None and self.iterations < 0:
+            raise ValueError("'iterations' must be >= 0 (0: evaluated at initialisation, not trained)")
+        if self.eval_images is not None and self.eval_images < 1:
+            raise ValueError("'eval_images' must be >= 1")
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError("'batch_size' must be >= 1 and 'lr' > 0")
         if any(not 0 < m < 1 for m in self.milestones):

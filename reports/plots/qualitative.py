@@ -109,11 +109,14 @@ def choose_images(run: Run, limit: int = IMAGES) -> list[Chosen]:
 
 
 def model_detections(run: Run, image_ids: set[int]) -> dict[str, list[dict[str, Any]]]:
-    """Every finished model's detections on ``image_ids`` scoring at least ``SCORE_THRESHOLD``."""
+    """Every finished model's detections on ``image_ids`` scoring at least ``SCORE_THRESHOLD``; not the
+    untrained models' nor those scored on a subset of the test images (no detections is not their result)."""
     out = {}
+    test_images = len((run.test_gt or {}).get("images") or [])
     for name, model in run.models.items():
         path = run.root / "models" / name / "detections.json"
-        if model.state != "done" or not path.is_file():
+        subset = model.scored_images is not None and model.scored_images < test_images
+        if model.state != "done" or not path.is_file() or model.untrained or subset:
             continue
         entries = read_json(path)
         if not isinstance(entries, list):
@@ -121,7 +124,8 @@ def model_detections(run: Run, image_ids: set[int]) -> dict[str, list[dict[str, 
         out[name] = [e for e in entries if isinstance(e, dict) and e.get("image_id") in image_ids
                      and float(e.get("score", 0)) >= SCORE_THRESHOLD]
     if not out:
-        raise NotApplicable("no finished model left a detections.json")
+        raise NotApplicable("no finished model trained and scored on the whole test split left a "
+                            "detections.json")
     return out
 
 

@@ -113,22 +113,53 @@ def sliced_table(model_dirs: dict[str, Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: str = "aitod"
+def paired_table(run_root: Path, protocol: str) -> pd.DataFrame:
+    """``comparisons.json`` (``bench.runner.comparisons``): each model minus the reference on the same
+    bootstrap resamples, in AP points ``difference [lo, hi]`` per metric of ``protocol``, with the share of
+    resamples in which the model is not better on AP; skipped models with the reason."""
+    path = Path(run_root) / "comparisons.json"
+    if not path.is_file():
+        return pd.DataFrame()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for model, entry in data["models"].items():
+        row: dict[str, Any] = {"model": model, "reference": data["reference"]}
+        metrics = entry.get(protocol) or {}
+        for key, d in metrics.items():
+            point = d.get("difference") if d.get("difference") is not None else d.get("mean_difference")
+            text = "-" if point is None or not np.isfinite(point) else f"{100 * point:+.1f}"
+            if d.get("lo") is not None and np.isfinite(d["lo"]):
+                text += f" [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+            row[f"Δ{key}"] = text
+        ap = metrics.get("AP", {}).get("p_not_better")
+        row["P(not better), AP"] = None if ap is None else round(ap, 3)
+        row["note"] = entry.get("skipped", "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: str = "aitod",
+                          run_root: Path | None = None, panels: dict[str, Path] | None = None
                           ) -> dict[str, Any]:
-    """Everything the template partial needs: tables as HTML and the figure paths (None when absent)."""
+    """Everything the template partial needs: tables as HTML and the figure paths (None when absent);
+    ``run_root``: the run directory, whose ``comparisons.json`` gives the paired table; ``panels``: the
+    models the figures draw (default: all of ``model_dirs``)."""
     sections = read_small_objects(model_dirs)
     if not sections:
         return {"available": False}
+    drawn = {m: s for m, s in sections.items() if panels is None or m in panels}
     protocols = sorted({p for s in sections.values() for p in s["protocols"]})
     protocol = protocol if protocol in protocols else protocols[0]
     figures = {}
-    for name, draw in (("tide", lambda p: tide_bars(sections, p)),
-                       ("tolerance", lambda p: tolerance_curves(sections, protocol, p))):
+    for name, draw in (("tide", lambda p: tide_bars(drawn, p)),
+                       ("tolerance", lambda p: tolerance_curves(drawn, protocol, p))):
         try:
             figures[name] = draw(out_dir / f"small_objects_{name}.png").name
         except NotApplicable:
             figures[name] = None
     sliced = sliced_table(model_dirs)
+    paired = paired_table(run_root, protocol) if run_root is not None else pd.DataFrame()
     return {"available": True, "protocol": protocol,
+            "paired": paired.to_html(index=False, border=0) if len(paired) else None,
             "tables": {p: bucket_table(sections, p).to_html(index=False, border=0) for p in protocols},
             "figures": figures, "sliced": sliced.to_html(index=False, border=0) if len(sliced) else None}
