@@ -192,10 +192,10 @@ def small_objects_context(run: Run) -> dict[str, Any]:
     sections = small.read_small_objects(dirs)
     tables = {p: _rows(small.bucket_table(sections, p)) for p in section["tables"]}
     sliced = small.sliced_table(dirs)
-    paired = small.paired_table(run.root, section["protocol"])
+    paired, unpaired = small.paired_table(run.root, section["protocol"])
     return {"available": True, "html": html, "protocol": section["protocol"], "files": files,
             "tables": tables, "sliced": _rows(sliced) if len(sliced) else None,
-            "paired": _rows(paired) if len(paired) else None}
+            "paired": _rows(paired) if len(paired) else None, "unpaired": unpaired}
 
 
 def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:

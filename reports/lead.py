@@ -122,7 +122,7 @@ def stage_text(training: list[dict[str, Any]]) -> str:
     parts = []
     for s in training:
         planned = s.get("planned_iterations")
-        text = f"{s.get('stage', '?')} {fmt(s.get('iterations'), 'count')} / {fmt(planned or None, 'count')}"
+        text = f"{s.get('stage', '?')} {fmt(s.get('iterations'), 'count')} / {fmt(planned, 'count')}"
         if s.get("stopped_by_time"):
             text += " (STOPPED by the wall-clock cap)"
         parts.append(text)

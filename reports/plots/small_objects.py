@@ -113,29 +113,31 @@ def sliced_table(model_dirs: dict[str, Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_table(run_root: Path, protocol: str) -> pd.DataFrame:
-    """``comparisons.json`` (``bench.runner.comparisons``): each model minus the reference on the same
+def paired_table(run_root: Path, protocol: str) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``comparisons.json`` (``bench.runner.comparisons``): each paired model minus the reference on the same
     bootstrap resamples, in AP points ``difference [lo, hi]`` per metric of ``protocol``, with the share of
-    resamples in which the model is not better on AP; skipped models with the reason."""
+    resamples in which the model is not better on AP; and the models left unpaired, by reason."""
     path = Path(run_root) / "comparisons.json"
     if not path.is_file():
-        return pd.DataFrame()
+        return pd.DataFrame(), {}
     data = json.loads(path.read_text(encoding="utf-8"))
-    rows = []
+    rows, skipped = [], {}
     for model, entry in data["models"].items():
+        if "skipped" in entry:
+            skipped.setdefault(str(entry["skipped"]), []).append(model)
+            continue
         row: dict[str, Any] = {"model": model, "reference": data["reference"]}
         metrics = entry.get(protocol) or {}
         for key, d in metrics.items():
             point = d.get("difference") if d.get("difference") is not None else d.get("mean_difference")
-            text = "-" if point is None or not np.isfinite(point) else f"{100 * point:+.1f}"
+            text = "—" if point is None or not np.isfinite(point) else f"{100 * point:+.1f}"
             if d.get("lo") is not None and np.isfinite(d["lo"]):
                 text += f" [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
             row[f"Δ{key}"] = text
         ap = metrics.get("AP", {}).get("p_not_better")
         row["P(not better), AP"] = None if ap is None else round(ap, 3)
-        row["note"] = entry.get("skipped", "")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), skipped
 
 
 def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: str = "aitod",
@@ -158,8 +160,8 @@ def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: 
         except NotApplicable:
             figures[name] = None
     sliced = sliced_table(model_dirs)
-    paired = paired_table(run_root, protocol) if run_root is not None else pd.DataFrame()
+    paired, unpaired = paired_table(run_root, protocol) if run_root is not None else (pd.DataFrame(), {})
     return {"available": True, "protocol": protocol,
-            "paired": paired.to_html(index=False, border=0) if len(paired) else None,
+            "paired": paired.to_html(index=False, border=0) if len(paired) else None, "unpaired": unpaired,
             "tables": {p: bucket_table(sections, p).to_html(index=False, border=0) for p in protocols},
             "figures": figures, "sliced": sliced.to_html(index=False, border=0) if len(sliced) else None}
