@@ -70,7 +70,8 @@ def yolo_family_figure(run: Run) -> Figure:
 
 
 def untrained_note(run: Run, what: str) -> list[Figure]:
-    """One entry saying which models a per-model figure leaves out: not trained (a smoke budget)."""
+    """One entry saying which models a per-model figure leaves out: not trained (a smoke budget); removes
+    their confusion figures of an earlier build."""
     names = [name for name, m in run.models.items() if m.state == "done" and m.untrained]
     if not names:
         return []

@@ -158,8 +158,7 @@ def learnability(run: Run, plan: dict[str, Any] | None) -> list[Learnability]:
             verdict, flag = "below the budget to learn: not trained (a smoke budget of 0 iterations)", "below"
         else:
             verdict, flag = "below the budget to learn", "below"
-        scored = ((m.metrics or {}).get("settings") or {}).get("n_images")
-        test = (run.manifest.get("data") or {}).get("splits", {}).get("test")
+        scored, test = m.scored_images, (run.manifest.get("data") or {}).get("splits", {}).get("test")
         if m.state == "done" and scored is not None and test and scored < test:
             verdict += f"; scored on the first {scored} of the {test} test images"
         if short:
