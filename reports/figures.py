@@ -175,28 +175,25 @@ def draw_figures(run: Run, comparison: pd.DataFrame,
 
 
 def small_objects_context(run: Run) -> dict[str, Any]:
-    """Issue 12's section for both templates: ``reports.plots.small_objects.small_objects_section`` with its
-    figures embedded for the HTML partial, plus plain rows for the Markdown template."""
+    """Issue 12's section for both templates, read once (``reports.plots.small_objects``): HTML tables with
+    embedded figures for the HTML partial, plain rows and figure paths for the Markdown template."""
     dirs = {name: run.root / "models" / name for name, m in run.models.items() if m.state == "done"}
     trained = {name: d for name, d in dirs.items() if not run.models[name].untrained}  # the figures' panels
     out_dir = run.root / FIGURES
-    section = small.small_objects_section(dirs, out_dir, run_root=run.root, panels=trained)
-    drawn = {f"small_objects_{k}.png" for k, v in section.get("figures", {}).items() if v}
+    frames = small.small_objects_frames(dirs, out_dir, run_root=run.root, panels=trained)
+    drawn = {f"small_objects_{k}.png" for k, v in frames.get("figures", {}).items() if v}
     for stale in out_dir.glob("small_objects_*.png"):  # never leave a figure of an earlier build
         if stale.name not in drawn:
             stale.unlink()
-    if not section.get("available"):
-        return {"available": False, "html": section}
-    files = {k: (f"{FIGURES}/{v}" if v else None) for k, v in section["figures"].items()}
-    html = {**section, "figures": {k: (data_uri(out_dir / v) if v else None)
-                                   for k, v in section["figures"].items()}}
-    sections = small.read_small_objects(dirs)
-    tables = {p: _rows(small.bucket_table(sections, p)) for p in section["tables"]}
-    sliced = small.sliced_table(dirs)
-    paired, unpaired = small.paired_table(run.root, section["protocol"])
-    return {"available": True, "html": html, "protocol": section["protocol"], "files": files,
-            "tables": tables, "sliced": _rows(sliced) if len(sliced) else None,
-            "paired": _rows(paired) if len(paired) else None, "unpaired": unpaired}
+    if not frames.get("available"):
+        return {"available": False, "html": frames}
+    files = {k: (f"{FIGURES}/{v}" if v else None) for k, v in frames["figures"].items()}
+    html = {**small.as_html(frames), "figures": {k: (data_uri(out_dir / v) if v else None)
+                                                 for k, v in frames["figures"].items()}}
+    rows = {k: None if frames[k] is None else _rows(frames[k]) for k in ("sliced", "paired")}
+    return {"available": True, "html": html, "protocol": frames["protocol"], "files": files,
+            "tables": {p: _rows(f) for p, f in frames["tables"].items()}, **rows,
+            "unpaired": frames["unpaired"]}
 
 
 def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:

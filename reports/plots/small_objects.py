@@ -140,12 +140,12 @@ def paired_table(run_root: Path, protocol: str) -> tuple[pd.DataFrame, dict[str,
     return pd.DataFrame(rows), skipped
 
 
-def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: str = "aitod",
-                          run_root: Path | None = None, panels: dict[str, Path] | None = None
-                          ) -> dict[str, Any]:
-    """Everything the template partial needs: tables as HTML and the figure paths (None when absent);
-    ``run_root``: the run directory, whose ``comparisons.json`` gives the paired table; ``panels``: the
-    models the figures draw (default: all of ``model_dirs``)."""
+def small_objects_frames(model_dirs: dict[str, Path], out_dir: Path, protocol: str = "aitod",
+                         run_root: Path | None = None, panels: dict[str, Path] | None = None
+                         ) -> dict[str, Any]:
+    """The section's content, read once: tables as DataFrames (``None`` when empty) and the figure file
+    names (``None`` when absent); ``run_root``: the run directory, whose ``comparisons.json`` gives the
+    paired table; ``panels``: the models the figures draw (default: all of ``model_dirs``)."""
     sections = read_small_objects(model_dirs)
     if not sections:
         return {"available": False}
@@ -161,7 +161,25 @@ def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: 
             figures[name] = None
     sliced = sliced_table(model_dirs)
     paired, unpaired = paired_table(run_root, protocol) if run_root is not None else (pd.DataFrame(), {})
-    return {"available": True, "protocol": protocol,
-            "paired": paired.to_html(index=False, border=0) if len(paired) else None, "unpaired": unpaired,
-            "tables": {p: bucket_table(sections, p).to_html(index=False, border=0) for p in protocols},
-            "figures": figures, "sliced": sliced.to_html(index=False, border=0) if len(sliced) else None}
+    return {"available": True, "protocol": protocol, "figures": figures, "unpaired": unpaired,
+            "tables": {p: bucket_table(sections, p) for p in protocols},
+            "sliced": sliced if len(sliced) else None, "paired": paired if len(paired) else None}
+
+
+def as_html(frames: dict[str, Any]) -> dict[str, Any]:
+    """:func:`small_objects_frames` with its tables as HTML, what the template partial reads."""
+    if not frames.get("available"):
+        return frames
+
+    def html(frame: pd.DataFrame | None) -> str | None:
+        return None if frame is None else frame.to_html(index=False, border=0)
+
+    return {**frames, "tables": {p: html(f) for p, f in frames["tables"].items()},
+            "sliced": html(frames["sliced"]), "paired": html(frames["paired"])}
+
+
+def small_objects_section(model_dirs: dict[str, Path], out_dir: Path, protocol: str = "aitod",
+                          run_root: Path | None = None, panels: dict[str, Path] | None = None
+                          ) -> dict[str, Any]:
+    """Everything the template partial needs: :func:`small_objects_frames` as HTML."""
+    return as_html(small_objects_frames(model_dirs, out_dir, protocol, run_root, panels))
