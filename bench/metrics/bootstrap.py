@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.metrics.coco import CocoEvaluation, CocoParams
 from bench.metrics.coco_match import CocoMatch
-from bench.metrics.resample import ResampledArea, resample_area
+from bench.metrics.resample import resampled_ap
 
 BOOTSTRAP_METRICS = ("AP", "AP50", "AP_<bucket> for every small-object bucket (upper bound <= 32 px)")
 
@@ -72,7 +72,7 @@ def resampled_match_values(match: CocoMatch, params: CocoParams, rows: np.ndarra
         key = (id(m), match.areas[a], min(match.max_det, int(m.rank.max(initial=-1)) + 1),
                match.regions and m.in_region is not None, tuple(rows))
         if key not in cache:
-            cache[key] = resample_area(ResampledArea(match, a, rows), weights)
+            cache[key] = resampled_ap(match, a, rows, weights)
         per_t = cache[key]
         with warnings.catch_warnings():  # a resample without positives in a bucket gives NaN
             warnings.simplefilter("ignore", RuntimeWarning)

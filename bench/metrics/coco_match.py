@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.metrics import native
 from bench.metrics.accumulate import (
     FP,
     IGNORED,
@@ -28,9 +29,9 @@ from bench.metrics.accumulate import (
     accumulate_order,
     needed_true_positives,
 )
-from bench.metrics.groups import rank_within_group, sort_by_group_then_score
+from bench.metrics.groups import group_table, rank_within_group, sort_by_group_then_score
 from bench.metrics.matching import SparseMatches, coco_iou, greedy_match
-from bench.metrics.nwd import nwd_similarity
+from bench.metrics.nwd import NWD_CONSTANT, nwd_similarity
 
 if TYPE_CHECKING:
     from bench.metrics.coco import CocoBoxes
@@ -126,9 +127,15 @@ class CocoMatching:
             entries = (m.thr[lo:hi], m.det[lo:hi], self.status(regions)[lo:hi])
             n_regular = self.n_regular(area)
             class_bounds = np.searchsorted(self.det_k, np.arange(self.n_classes + 1))
-            self._cache[key] = accumulate_cell(entries, ~self.base_ignored(area, regions), self.det_k,
-                                               self.score, self.rank < effective, class_bounds, n_thr,
-                                               needed_true_positives(n_regular, RECALL_THRESHOLDS), n_regular)
+            counted, within = ~self.base_ignored(area, regions), self.rank < effective
+            if native.available():
+                rows = bounds[area * n_thr:(area + 1) * n_thr + 1] - lo
+                self._cache[key] = native.accumulate_cell(class_bounds, self.score, within, counted, rows,
+                                                          *entries[1:], n_regular, RECALL_THRESHOLDS)
+            else:
+                needed = needed_true_positives(n_regular, RECALL_THRESHOLDS)
+                self._cache[key] = accumulate_cell(entries, counted, self.det_k, self.score, within,
+                                                   class_bounds, n_thr, needed, n_regular)
         return self._cache[key]
 
 
@@ -166,8 +173,15 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
     det_area = xywh[:, 2] * xywh[:, 3]
     det_outside = (det_area[None] < bounds[:, 0]) | (det_area[None] > bounds[:, 1])
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    matches = greedy_match(xywh, pair_det, rank, max_det, gt.xywh, pair_gt, gt.iscrowd, gt_ignored,
-                           thresholds, SIMILARITIES[similarity])
+    if native.available():  # the C loop; detections are in accumulate's order, so groups in rank order
+        order_gt, start, count = group_table(pair_gt, pair_det)
+        limits = np.minimum(thresholds, 1 - 1e-10)  # pycocotools' min(t, 1-1e-10)
+        row, det_i, gt_i = native.greedy_match(xywh, rank < max_det, start, count, order_gt, gt.xywh,
+                                               gt.iscrowd, gt_ignored, limits, similarity, NWD_CONSTANT)
+        matches = SparseMatches(row // len(thresholds), row % len(thresholds), det_i, gt_i)
+    else:
+        matches = greedy_match(xywh, pair_det, rank, max_det, gt.xywh, pair_gt, gt.iscrowd, gt_ignored,
+                               thresholds, SIMILARITIES[similarity])
     credited = gt.ann_id[matches.gt] != 0  # pycocotools stores the match as the annotation id: 0 never counts
     in_region = None if det_in_ignore_region is None else np.asarray(det_in_ignore_region, bool)[order]
     return CocoMatching(image_ids, k_of_class, order, rank, det_k, det_image_pos, score, det_outside,

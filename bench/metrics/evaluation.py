@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.records import DetectionDataset
+from bench.metrics import native
 from bench.metrics.coco import (
     AREA_RANGES,
     COCO_PARAMS,
@@ -229,4 +230,5 @@ def _engine() -> dict[str, str]:
     return {"name": "bench.metrics", "version": version("smallobj-bench"),
             "coco": "numpy reimplementation of pycocotools COCOeval (bbox), equal to it bit for bit; checked "
                     f"against pycocotools {version('pycocotools')} in the tests",
-            "voc": "numpy reimplementation of the PASCAL VOC devkit (VOCevaldet.m) AP"}
+            "voc": "numpy reimplementation of the PASCAL VOC devkit (VOCevaldet.m) AP",
+            "kernels": native.engine()}

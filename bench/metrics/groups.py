@@ -28,7 +28,7 @@ class GroupSlots:
     valid: np.ndarray  # (n_det, width) bool
 
 
-def _group_table(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_table(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ground truth sorted by group, start and count of each detection's group in that order). Small
     non-negative group ids are counted with ``bincount`` (lookups instead of binary searches)."""
     order = np.argsort(gt_group, kind="stable")
@@ -46,7 +46,7 @@ def _group_table(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarra
 
 def group_slots(gt_group: np.ndarray, det_group: np.ndarray, width: int | None = None) -> GroupSlots:
     """Pad each detection's ground-truth group to ``width`` (default: the largest group a detection meets)."""
-    order, start, count = _group_table(gt_group, det_group)
+    order, start, count = group_table(gt_group, det_group)
     if width is None:
         width = int(count.max(initial=0))
     offsets = np.arange(width)
@@ -58,7 +58,7 @@ def group_slots(gt_group: np.ndarray, det_group: np.ndarray, width: int | None =
 
 def group_sizes(gt_group: np.ndarray, det_group: np.ndarray) -> np.ndarray:
     """Number of ground-truth boxes in each detection's group."""
-    return _group_table(gt_group, det_group)[2]
+    return group_table(gt_group, det_group)[2]
 
 
 def rank_within_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -12,6 +12,9 @@ Two paths give the same answer:
 
 The similarity is a function of broadcast ``x, y, w, h`` columns (IoU as ``maskApi.c``, or NWD), so the same
 matcher serves COCO, AI-TOD, TinyPerson and the localisation-tolerance curves.
+
+This is the reference form; evaluations take its loop form, ``native/match.c``, where it is built (the tests
+check that both give the same matches).
 """
 
 from __future__ import annotations

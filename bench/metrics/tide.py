@@ -29,11 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.metrics import native
 from bench.metrics.accumulate import segmented_suffix_max
 from bench.metrics.groups import (
     columns,
     group_sizes,
     group_slots,
+    group_table,
     ordered_by,
     pow2_buckets,
     rank_within_group,
@@ -105,8 +107,17 @@ def _ap_at_true_positives(tp_cls: np.ndarray, tp_position: np.ndarray, n_points:
 
 
 def _match_images(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, det_xywh: np.ndarray,
-                  det_label: np.ndarray, det_image: np.ndarray, det_rank: np.ndarray) -> tuple:
-    """Class-aware greedy matching per image; returns matched gt per detection and per-detection maxima."""
+                  det_label: np.ndarray, det_image: np.ndarray, det_rank: np.ndarray, run_order: np.ndarray
+                  ) -> tuple:
+    """Class-aware greedy matching per image: matched gt per detection, used boxes, per-detection maxima
+    {"cls", "noncls", "all": (IoU, box)} and the highest IoU with a used same-class box. ``run_order``:
+    images in order, detections by rank inside an image (the compiled kernel's visit order)."""
+    if native.available():
+        order, start, count = group_table(gt_image, det_image)
+        matched, used, best_iou, best_gt, used_cls = native.tide_match(
+            det_xywh, det_label, run_order, start, count, order, gt_xywh, gt_label, POS)
+        best = {name: (best_iou[i], best_gt[i]) for i, name in enumerate(("cls", "noncls", "all"))}
+        return matched, used, best, used_cls
     n_det = len(det_label)
     matched = np.full(n_det, -1, dtype=np.int64)
     best = {name: (np.zeros(n_det), np.full(n_det, -1, dtype=np.int64)) for name in ("cls", "noncls", "all")}
@@ -144,7 +155,10 @@ def _match_images(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarra
             chosen = slots[lo:hi][rows, arg][hit]
             matched[members[lo:hi][hit]] = chosen
             used[chosen] = True
-    return matched, used, best, blocks
+    used_cls = np.zeros(n_det)
+    for members, slots, iou, same in blocks:
+        used_cls[members] = np.where(same & used[slots], iou, 0.0).max(axis=1)
+    return matched, used, best, used_cls
 
 
 def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_crowd: np.ndarray,
@@ -159,11 +173,10 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
     regular = np.flatnonzero(~gt_crowd)
     crowd = np.flatnonzero(gt_crowd)
     r_xywh, r_label, r_image = gt_xywh[regular], gt_label[regular], gt_image[regular]
-    matched, used, best, blocks = _match_images(r_xywh, r_label, r_image, det_xywh, det_label, det_image,
-                                                det_rank)
-    used_cls = np.zeros(len(det_label))
-    for members, slots, iou, same in blocks:
-        used_cls[members] = np.where(same & used[slots], iou, 0.0).max(axis=1)
+    # per-detection order of the whole run: images in order, detections by score inside an image
+    run_order = np.argsort(det_image * (int(det_rank.max(initial=0)) + 1) + det_rank)  # unique keys
+    matched, used, best, used_cls = _match_images(r_xywh, r_label, r_image, det_xywh, det_label, det_image,
+                                                  det_rank, run_order)
     ignored = np.zeros(len(det_label), dtype=bool)
     if len(crowd):
         sizes = group_sizes(gt_image[crowd], det_image)
@@ -175,8 +188,6 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
                                    ).any(axis=1)
     has_gt = np.bincount(r_image, minlength=int(det_image.max(initial=-1)) + 1)[det_image] > 0 \
         if len(det_image) else np.zeros(0, bool)
-    # per-detection order of the whole run: images in order, detections by score inside an image
-    run_order = np.argsort(det_image * (int(det_rank.max(initial=0)) + 1) + det_rank)  # unique keys
     errors = _classify(run_order, matched, has_gt, best, used_cls, used, det_score, len(r_label))
     points = _Points(det_label[~ignored], det_score[~ignored], matched[~ignored] >= 0,
                      _rank_of(run_order)[~ignored])

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.metrics.groups import Columns, columns, group_sizes, group_slots
+from bench.metrics import native
+from bench.metrics.groups import Columns, columns, group_sizes, group_slots, group_table
 
 _CHUNK_ELEMENTS = 1 << 22  # detections x group width per IoU block: bounds memory on crowded images
 
@@ -63,6 +64,11 @@ def match_devkit(gt_boxes: np.ndarray, gt_group: np.ndarray, gt_difficult: np.nd
     class in one pass (the per-class sequences of a stable global sort are the per-class stable sorts).
     """
     order = np.argsort(-np.asarray(det_score, dtype=np.float64), kind="stable")
+    if native.available():  # the same overlaps as a loop (native/voc.c)
+        gt_order, start, count = group_table(gt_group, det_group[order])
+        best_iou, best_gt = native.devkit_best_overlap(np.asarray(det_boxes)[order], start, count, gt_order,
+                                                       gt_boxes)
+        return _claims(order, best_iou, best_gt, gt_difficult, iou_threshold, len(gt_group) > 0)
     best_iou = np.full(len(order), -np.inf)
     best_gt = np.zeros(len(order), dtype=np.int64)
     width = int(group_sizes(gt_group, det_group).max(initial=0))
@@ -76,8 +82,14 @@ def match_devkit(gt_boxes: np.ndarray, gt_group: np.ndarray, gt_difficult: np.nd
         rows = np.arange(len(sel))
         best_iou[lo:lo + step] = iou[rows, first_max]
         best_gt[lo:lo + step] = slots[rows, first_max]
+    return _claims(order, best_iou, best_gt, gt_difficult, iou_threshold, width > 0)
+
+
+def _claims(order: np.ndarray, best_iou: np.ndarray, best_gt: np.ndarray, gt_difficult: np.ndarray,
+            iou_threshold: float, any_box: bool) -> VocMatches:
+    """TP / FP from each detection's highest-overlap box: the first claimant of a box is the TP."""
     hit = best_iou >= iou_threshold
-    on_difficult = hit & np.asarray(gt_difficult, dtype=bool)[best_gt] if width else np.zeros_like(hit)
+    on_difficult = hit & np.asarray(gt_difficult, dtype=bool)[best_gt] if any_box else np.zeros_like(hit)
     claims = np.flatnonzero(hit & ~on_difficult)
     _, first_claim = np.unique(best_gt[claims], return_index=True)
     tp = np.zeros(len(order), dtype=bool)

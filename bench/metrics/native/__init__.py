@@ -1,0 +1,154 @@
+"""The evaluator's compiled kernels (C, built by ``pip install``), called through ctypes.
+
+Five loops dominate an evaluation and cost NumPy hundreds of array passes each: the greedy matching
+(:mod:`bench.metrics.matching`), pycocotools' accumulate (:mod:`bench.metrics.accumulate`), the bootstrap's
+resampled AP (:mod:`bench.metrics.resample`), TIDE's per-image matching (:mod:`bench.metrics.tide`) and the
+VOC devkit's overlaps (:mod:`bench.metrics.voc`). Each
+has a C form here (``*.c`` beside this file) that follows the NumPy form, and for the COCO arrays
+pycocotools, operation for operation, so the numbers do not depend on which one ran (the tests compare them
+on random problems: identical, but for the bootstrap's summation order, ~1e-16).
+
+The NumPy forms stay the reference and the fallback: without the built library (a source tree not
+installed, no C compiler) or with ``BENCH_NATIVE=0`` every caller takes them, and ``metrics.json`` records
+which ran. ctypes releases the GIL during a call, so kernels can run on several threads at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from functools import cache
+
+import numpy as np
+
+ENV = "BENCH_NATIVE"
+# each kernel's parameters: a NumPy dtype (an array), "n" (int64), "f" (double), "i" (int32), "h" (handle)
+_SIGNATURES: dict[str, tuple] = {
+    "bench_match_greedy": ("n", np.float64, np.uint8, np.int64, np.int64, np.int64, "n", np.float64, np.uint8,
+                           np.uint8, "n", "n", np.float64, "i", "f", "h"),
+    "bench_match_take": ("h", np.int64, np.int64, np.int64),
+    "bench_accumulate_cell": ("n", "n", "n", "n", np.int64, np.float64, np.uint8, np.uint8, np.int64,
+                              np.int64, np.int8, np.int64, np.float64, np.float64, np.float64, np.float64),
+    "bench_resample_area": ("n", "n", np.int64, np.int64, np.uint8, "n", np.int64, np.int64, np.int8, "n",
+                            np.int64, np.int64, "n", np.float64, "n", np.int32, np.float64),
+    "bench_devkit_best_overlap": ("n", np.float64, np.int64, np.int64, np.int64, np.float64, np.float64,
+                                  np.int64),
+    "bench_tide_match": ("n", np.float64, np.int64, np.int64, np.int64, np.int64, np.int64, "n", np.float64,
+                         np.int64, "f", np.int64, np.uint8, np.float64, np.int64, np.float64),
+}
+_CTYPES = {"n": ctypes.c_int64, "f": ctypes.c_double, "i": ctypes.c_int32, "h": ctypes.c_void_p}
+
+
+@cache
+def _library() -> ctypes.CDLL | None:
+    spec = importlib.util.find_spec("bench.metrics.native._kernels")
+    if spec is None or not spec.origin:
+        return None
+    lib = ctypes.CDLL(spec.origin)
+    for name, signature in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes = [_CTYPES.get(kind, ctypes.c_void_p) if isinstance(kind, str) else ctypes.c_void_p
+                             for kind in signature]
+        function.restype = {"bench_match_greedy": ctypes.c_int64, "bench_devkit_best_overlap": None}.get(
+            name, ctypes.c_int32)
+    return lib
+
+
+def available() -> bool:
+    """The library is built and not turned off by ``BENCH_NATIVE=0``."""
+    return os.environ.get(ENV, "").strip() != "0" and _library() is not None
+
+
+def engine() -> str:
+    """What ``metrics.json`` says about the loops that ran."""
+    if available():
+        return "compiled C kernels (bench/metrics/native)"
+    return "NumPy (compiled kernels " + ("turned off by BENCH_NATIVE=0)" if _library() else "not built)")
+
+
+def _call(name: str, *args: object) -> int | None:
+    """Call kernel ``name``: arrays are made contiguous in the signature's dtype and kept alive for the call
+    (an output array must already have that dtype and be contiguous: it is written in place)."""
+    lib = _library()
+    assert lib is not None, "bench.metrics.native: the kernels are not built"
+    keep, values = [], []
+    for kind, value in zip(_SIGNATURES[name], args, strict=True):
+        if isinstance(kind, str):
+            values.append(value)
+            continue
+        array = np.ascontiguousarray(value, dtype=kind)
+        if array.size == 0:
+            array = np.zeros(1, kind)  # never read: a valid pointer for an empty input
+        keep.append(array)
+        values.append(array.ctypes.data)
+    status = getattr(lib, name)(*values)
+    if status is not None and status < 0:
+        raise MemoryError(f"{name}: out of memory")
+    return status
+
+
+def greedy_match(det_xywh: np.ndarray, det_active: np.ndarray, det_gt_start: np.ndarray,
+                 det_gt_count: np.ndarray, gt_order: np.ndarray, gt_xywh: np.ndarray, gt_crowd: np.ndarray,
+                 gt_ignored: np.ndarray, limits: np.ndarray, similarity: str, nwd_constant: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row = area * T + threshold, detection, ground truth) of every match, sorted by row then detection
+    (``match.c``). Each group's detections must come in rank order (accumulate's order has them so)."""
+    handle = ctypes.c_void_p()
+    n_area, n_gt = gt_ignored.shape
+    size = _call("bench_match_greedy", len(det_xywh), det_xywh, det_active, det_gt_start, det_gt_count,
+                 gt_order, n_gt, gt_xywh, gt_crowd, gt_ignored, n_area, len(limits), limits,
+                 {"iou": 0, "nwd": 1}[similarity], nwd_constant, ctypes.byref(handle))
+    row_start, det, gt = np.empty(n_area * len(limits) + 1, dtype=np.int64), np.empty(size, np.int64), \
+        np.empty(size, np.int64)
+    _call("bench_match_take", handle, row_start, det, gt)
+    return np.repeat(np.arange(len(row_start) - 1), np.diff(row_start)), det, gt
+
+
+def accumulate_cell(class_bounds: np.ndarray, score: np.ndarray, within: np.ndarray, counted: np.ndarray,
+                    row_bounds: np.ndarray, entry_det: np.ndarray, entry_status: np.ndarray,
+                    n_regular: np.ndarray, recall_thresholds: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and scores ``(T, R, K)`` and recall ``(T, K)`` of one cell (``accumulate.c``)."""
+    n_cls, n_thr, n_rec = len(class_bounds) - 1, len(row_bounds) - 1, len(recall_thresholds)
+    precision, scores = np.empty((n_thr, n_rec, n_cls)), np.empty((n_thr, n_rec, n_cls))
+    recall = np.empty((n_thr, n_cls))
+    _call("bench_accumulate_cell", len(score), n_cls, n_thr, n_rec, class_bounds, score, within, counted,
+          row_bounds, entry_det, entry_status, n_regular, recall_thresholds, precision, scores, recall)
+    return precision, scores, recall
+
+
+def resample_area(class_bounds: np.ndarray, det_image: np.ndarray, counted: np.ndarray,
+                  row_bounds: np.ndarray, entry_det: np.ndarray, entry_status: np.ndarray,
+                  gt_image: np.ndarray, gt_class: np.ndarray,
+                  recall_thresholds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-class AP ``(rows, B, K)`` under the int weights ``(B, I)`` (``resample.c``)."""
+    n_rows, n_resamples, n_cls = len(row_bounds) - 1, len(weights), len(class_bounds) - 1
+    ap = np.empty((n_rows, n_resamples, n_cls))
+    by_image = np.asarray(weights, dtype=np.int32).T  # resamples innermost
+    _call("bench_resample_area", len(det_image), n_cls, class_bounds, det_image, counted, n_rows, row_bounds,
+          entry_det, entry_status, len(gt_image), gt_image, gt_class, len(recall_thresholds),
+          recall_thresholds, n_resamples, by_image, ap)
+    return ap
+
+
+def tide_match(det_xywh: np.ndarray, det_label: np.ndarray, visit: np.ndarray, det_gt_start: np.ndarray,
+               det_gt_count: np.ndarray, gt_order: np.ndarray, gt_xywh: np.ndarray, gt_label: np.ndarray,
+               positive: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """tidecv's matching (``tide.c``): matched box per detection (-1), used boxes, the highest IoU and its
+    box ``(3, N)`` (same class, other classes, all), the highest IoU with a used same-class box."""
+    n_det, n_gt = len(det_label), len(gt_label)
+    matched, used = np.empty(n_det, dtype=np.int64), np.empty(n_gt, dtype=np.uint8)
+    best_iou, best_gt, used_cls = np.empty((3, n_det)), np.empty((3, n_det), dtype=np.int64), np.empty(n_det)
+    _call("bench_tide_match", n_det, det_xywh, det_label, visit, det_gt_start, det_gt_count, gt_order, n_gt,
+          gt_xywh, gt_label, positive, matched, used, best_iou, best_gt, used_cls)
+    return matched, used.astype(bool), best_iou, best_gt, used_cls
+
+
+def devkit_best_overlap(det_boxes: np.ndarray, det_gt_start: np.ndarray, det_gt_count: np.ndarray,
+                        gt_order: np.ndarray, gt_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each detection's highest devkit IoU in its group and that box (the first on ties; ``voc.c``)."""
+    best_iou, best_gt = np.empty(len(det_boxes)), np.empty(len(det_boxes), dtype=np.int64)
+    _call("bench_devkit_best_overlap", len(det_boxes), det_boxes, det_gt_start, det_gt_count, gt_order,
+          gt_boxes, best_iou, best_gt)
+    return best_iou, best_gt

@@ -1,0 +1,48 @@
+/* The evaluator's compiled kernels, called through ctypes (bench/metrics/native/__init__.py).
+ *
+ * Each kernel is the loop form of a NumPy routine of bench.metrics that stays in the tree as its reference
+ * (the tests compare the two on random problems). Floating-point expressions are written in the order
+ * pycocotools and NumPy evaluate them and compiled without contraction (-ffp-contract=off), so the COCO
+ * arrays stay bit-identical. No kernel keeps state between calls or takes the GIL: callers may run kernels
+ * on several threads at once. */
+#ifndef BENCH_KERNELS_H
+#define BENCH_KERNELS_H
+
+#include <stdint.h>
+
+/* Greedy matching, see match.c. Returns the number of matches, or -1 when memory ran out. */
+int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t *det_active,
+                           const int64_t *det_gt_start, const int64_t *det_gt_count, const int64_t *gt_order,
+                           int64_t n_gt, const double *gt_xywh, const uint8_t *gt_crowd,
+                           const uint8_t *gt_ignored, int64_t n_area, int64_t n_thr, const double *limits,
+                           int32_t similarity, double nwd_constant, void **result);
+int32_t bench_match_take(void *result, int64_t *row_start, int64_t *det, int64_t *gt);
+
+/* pycocotools' accumulate of one (area range, maxDets) cell, see accumulate.c. */
+int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64_t n_rec,
+                              const int64_t *class_bounds, const double *score, const uint8_t *within,
+                              const uint8_t *base_counted, const int64_t *row_bounds, const int64_t *entry_det,
+                              const int8_t *entry_status, const int64_t *n_regular, const double *recall_thr,
+                              double *precision, double *scores, double *recall);
+
+/* Resampled per-class AP of one area range at several thresholds, see resample.c. */
+int32_t bench_resample_area(int64_t n_det, int64_t n_cls, const int64_t *class_bounds,
+                            const int64_t *det_image, const uint8_t *counted, int64_t n_rows,
+                            const int64_t *row_bounds, const int64_t *entry_det, const int8_t *entry_status,
+                            int64_t n_gt, const int64_t *gt_image, const int64_t *gt_class, int64_t n_rec,
+                            const double *recall_thr, int64_t n_resamples, const int32_t *weights,
+                            double *ap);
+
+/* tidecv's per-image matching at IoU `positive`, see tide.c. best_*: (3, N) same class, other, all. */
+int32_t bench_tide_match(int64_t n_det, const double *det_xywh, const int64_t *det_label,
+                         const int64_t *visit, const int64_t *det_gt_start, const int64_t *det_gt_count,
+                         const int64_t *gt_order, int64_t n_gt, const double *gt_xywh, const int64_t *gt_label,
+                         double positive, int64_t *matched, uint8_t *used, double *best_iou, int64_t *best_gt,
+                         double *used_cls);
+
+/* The VOC devkit's highest-overlap box per detection, see voc.c. */
+void bench_devkit_best_overlap(int64_t n_det, const double *det_boxes, const int64_t *det_gt_start,
+                               const int64_t *det_gt_count, const int64_t *gt_order, const double *gt_boxes,
+                               double *best_iou, int64_t *best_gt);
+
+#endif

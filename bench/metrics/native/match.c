@@ -1,0 +1,125 @@
+/* pycocotools' evaluateImg matching for every area range and threshold.
+ *
+ * The loop form of bench.metrics.matching.greedy_match. Detections arrive in accumulate's order (class,
+ * descending score, image, input order), in which each (image, class) group's detections already appear in
+ * their rank order, so visiting them once front to back replays every group's greedy scan. A detection's
+ * similarities to its group's ground truth are computed once and shared by all (area range, threshold)
+ * rows; "taken" flags are kept per (ground truth, row), so one box's flags lie together, and each row
+ * collects its matches in detection order.
+ *
+ * The scan is evaluateImg's: ground truth sorted regular first (input order inside each part), a taken box
+ * skipped unless it is a crowd region, a candidate needs similarity >= the current best (so ties go to the
+ * later box), and once a regular box is held the ignored ones are not looked at. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "overlap.h"
+
+typedef struct {
+    int64_t size, capacity;
+    int64_t *det, *gt; /* sorted by detection */
+} Row;
+
+typedef struct {
+    int64_t n_rows;
+    Row *rows; /* row = area * T + threshold */
+} Matches;
+
+static int push(Row *r, int64_t det, int64_t gt) {
+    if (r->size == r->capacity) {
+        int64_t capacity = r->capacity ? 2 * r->capacity : 1 << 10;
+        int64_t *d = realloc(r->det, capacity * sizeof(int64_t));
+        if (d) r->det = d;
+        int64_t *g = realloc(r->gt, capacity * sizeof(int64_t));
+        if (g) r->gt = g;
+        if (!d || !g) return -1;
+        r->capacity = capacity;
+    }
+    r->det[r->size] = det;
+    r->gt[r->size++] = gt;
+    return 0;
+}
+
+static void release(Matches *m) {
+    for (int64_t r = 0; m->rows && r < m->n_rows; r++) free(m->rows[r].det), free(m->rows[r].gt);
+    free(m->rows);
+    free(m);
+}
+
+int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t *det_active,
+                           const int64_t *det_gt_start, const int64_t *det_gt_count, const int64_t *gt_order,
+                           int64_t n_gt, const double *gt_xywh, const uint8_t *gt_crowd,
+                           const uint8_t *gt_ignored, int64_t n_area, int64_t n_thr, const double *limits,
+                           int32_t similarity, double nwd_constant, void **result) {
+    const int64_t n_rows = n_area * n_thr;
+    Matches *m = calloc(1, sizeof(Matches));
+    uint8_t *taken = calloc(n_gt * n_rows + 1, 1); /* (ground truth, row) */
+    int64_t widest = 1;
+    for (int64_t j = 0; j < n_det; j++)
+        if (det_gt_count[j] > widest) widest = det_gt_count[j];
+    double *sim = malloc(widest * sizeof(double));
+    if (!m || !(m->rows = calloc(n_rows + 1, sizeof(Row))) || !taken || !sim) goto fail;
+    m->n_rows = n_rows;
+    double lowest = INFINITY;
+    for (int64_t t = 0; t < n_thr; t++) lowest = fmin(lowest, limits[t]);
+    int64_t size = 0;
+    for (int64_t j = 0; j < n_det; j++) {
+        int64_t n = det_gt_count[j];
+        if (!det_active[j] || n == 0) continue;
+        const int64_t *group = gt_order + det_gt_start[j];
+        const double *d = det_xywh + 4 * j;
+        double top = -INFINITY;
+        for (int64_t i = 0; i < n; i++) {
+            const double *g = gt_xywh + 4 * group[i];
+            sim[i] = similarity == 0 ? iou(d, g, gt_crowd[group[i]]) : nwd(d, g, nwd_constant);
+            top = fmax(top, sim[i]);
+        }
+        if (!(top >= lowest)) continue; /* reaches no box at any threshold */
+        for (int64_t a = 0; a < n_area; a++) {
+            const uint8_t *ignored = gt_ignored + a * n_gt;
+            for (int64_t t = 0; t < n_thr; t++) {
+                int64_t row = a * n_thr + t, hit = -1;
+                double bar = limits[t];
+                if (top < bar) continue;
+                for (int pass = 0; pass < 2 && hit < 0; pass++) { /* regular boxes, then ignored ones */
+                    for (int64_t i = 0; i < n; i++) {
+                        int64_t g = group[i];
+                        if (ignored[g] != pass || (taken[g * n_rows + row] && !gt_crowd[g]) || sim[i] < bar)
+                            continue;
+                        bar = sim[i];
+                        hit = g;
+                    }
+                }
+                if (hit < 0) continue;
+                taken[hit * n_rows + row] = 1;
+                if (push(m->rows + row, j, hit)) goto fail;
+                size++;
+            }
+        }
+    }
+    free(taken), free(sim);
+    *result = m;
+    return size;
+fail:
+    if (m) release(m);
+    free(taken), free(sim);
+    *result = NULL;
+    return -1;
+}
+
+/* Copies the matches out (row r's are row_start[r]..row_start[r + 1], row = area * T + threshold, sorted by
+ * detection inside a row) and frees the buffers. */
+int32_t bench_match_take(void *result, int64_t *row_start, int64_t *det, int64_t *gt) {
+    Matches *m = result;
+    row_start[0] = 0;
+    for (int64_t r = 0; r < m->n_rows; r++) {
+        const Row *row = m->rows + r;
+        memcpy(det + row_start[r], row->det, row->size * sizeof(int64_t));
+        memcpy(gt + row_start[r], row->gt, row->size * sizeof(int64_t));
+        row_start[r + 1] = row_start[r] + row->size;
+    }
+    release(m);
+    return 0;
+}
