@@ -134,10 +134,8 @@ class CocoEvaluation:
     def summary(self, rows: np.ndarray | None = None, params: CocoParams | None = None) -> dict[str, float]:
         """:func:`summarize` of the threshold ``rows`` (all by default), over the class axis in pycocotools'
         order (sorted category ids): the mean's summation order, hence its last bit, depends on it."""
-        rows = np.arange(self.precision.shape[0]) if rows is None else rows
-        k_order = np.argsort(self.match.k_of_class) if self.match is not None else slice(None)
-        return summarize(self.precision[rows][:, :, k_order], self.recall[rows][:, k_order],
-                         params or self.params)
+        k_order = np.argsort(self.match.k_of_class) if self.match is not None else None
+        return summarize(self.precision, self.recall, params or self.params, rows, k_order)
 
     def class_ap(self, label: int, iou: float | None = None, area: str = "all") -> float:
         """Mean precision of one class over recall (and IoU thresholds unless ``iou``); NaN without ground
@@ -170,30 +168,34 @@ def score_coco(matching: CocoMatching, areas: list[int], params: CocoParams, reg
     """pycocotools' ``accumulate`` and ``summarize`` of one protocol on a shared matching: ``areas`` are the
     matching's range indices of ``params.area_ranges``; ``params.iou_thresholds`` is the matching's grid."""
     n_thr, n_rec, n_cls = len(matching.thresholds), len(RECALL_THRESHOLDS), matching.n_classes
-    k = matching.k_of_class
+    k = matching.k_of_class  # cells come in pycocotools' class order; the arrays keep the data set's
     # built area- and maxDets-major (each cell one contiguous block), returned as views in pycocotools' axes
-    precision = np.full((len(areas), len(params.max_dets), n_thr, n_rec, n_cls), -1.0)
-    scores = np.full_like(precision, -1.0)
-    recall = np.full((len(areas), len(params.max_dets), n_thr, n_cls), -1.0)
+    precision = np.empty((len(areas), len(params.max_dets), n_thr, n_rec, n_cls))
+    scores, recall = np.empty_like(precision), np.empty((*precision.shape[:3], n_cls))
     for i, a in enumerate(areas):
-        has_gt = matching.n_regular(a) > 0
-        if not has_gt.any():
-            continue
+        has_gt = (matching.n_regular(a) > 0)[k]
         for m, max_det in enumerate(params.max_dets):
-            prec, sc, rec = matching.cell(a, max_det, regions)
-            precision[i, m] = np.where(has_gt, prec, -1.0)
-            scores[i, m] = np.where(has_gt, sc, -1.0)
-            recall[i, m] = np.where(has_gt, rec, -1.0)
+            if not has_gt.any():
+                precision[i, m] = scores[i, m] = recall[i, m] = -1.0
+                continue
+            cells = matching.cell(a, max_det, regions)
+            for cell, out in zip(cells, (precision, scores, recall), strict=True):
+                np.take(cell, k, axis=-1, out=out[i, m])
+                out[i, m][..., ~has_gt] = -1.0
     precision, scores = (np.moveaxis(x, (0, 1), (3, 4)) for x in (precision, scores))
     recall = np.moveaxis(recall, (0, 1), (2, 3))
-    stats = summarize(precision, recall, params)
-    return CocoEvaluation(precision[:, :, k], recall[:, k], scores[:, :, k], stats, params,
+    stats = summarize(precision, recall, params, class_order=np.argsort(k))
+    return CocoEvaluation(precision, recall, scores, stats, params,
                           CocoMatch(matching, tuple(areas), max(params.max_dets), regions))
 
 
-def summarize(precision: np.ndarray, recall: np.ndarray, params: CocoParams = COCO_PARAMS
-              ) -> dict[str, float]:
+def summarize(precision: np.ndarray, recall: np.ndarray, params: CocoParams = COCO_PARAMS,
+              rows: np.ndarray | None = None, class_order: np.ndarray | None = None) -> dict[str, float]:
     """pycocotools ``summarize``: means over entries > -1 of the same slices, -1 when there are none.
+
+    ``rows``: the arrays' threshold rows that ``params.iou_thresholds`` are (default: all). ``class_order``:
+    the class axis' permutation into pycocotools' order (sorted category ids), applied to each slice: the
+    mean's summation order, hence its last bit, depends on it.
 
     The default parameters give pycocotools' 12 numbers under :data:`SUMMARY_KEYS`. Other parameters give
     ``AP`` (all thresholds, first area range, largest maxDets), ``AP<t%>`` at 0.25/0.5/0.75 when evaluated,
@@ -205,13 +207,15 @@ def summarize(precision: np.ndarray, recall: np.ndarray, params: CocoParams = CO
 
     thresholds = params.iou_thresholds
     labels = list(params.area_ranges)
+    rows = np.arange(len(thresholds)) if rows is None else np.asarray(rows)
+    classes = slice(None) if class_order is None else class_order
 
     def ap(iou: float | None = None, area: int = 0) -> float:
-        s = precision if iou is None else precision[np.where(iou == thresholds)[0]]
-        return mean(s[:, :, :, area, -1])
+        t = rows if iou is None else rows[np.where(iou == thresholds)[0]]
+        return mean(precision[t, :, :, area, -1][:, :, classes])
 
     def ar(max_det: int = -1, area: int = 0) -> float:
-        return mean(recall[:, :, area, max_det])
+        return mean(recall[rows, :, area, max_det][:, classes])
 
     if labels == list(AREA_RANGES) and tuple(params.max_dets) == MAX_DETS:
         values = [ap(), ap(0.5), ap(0.75), ap(area=1), ap(area=2), ap(area=3),
