@@ -36,7 +36,6 @@ from bench.metrics.result import Curves, EvaluationResult
 from bench.metrics.small_objects import (
     DEFAULT_SETTINGS,
     SmallObjectSettings,
-    nwd_curves,
     protocol_rows,
     protocol_run,
     shared_matching,
@@ -85,8 +84,9 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
     (:mod:`bench.metrics.small_objects`); None skips them.
 
     The parts that share no intermediate result with the IoU matching (VOC, ROC curves, the confusion
-    matrix, TIDE, the NWD curves) run beside it in a forked process where two cores are usable
-    (:mod:`bench.metrics.parallel`); the numbers do not depend on it.
+    matrix, TIDE) run beside it in a forked process where two cores are usable
+    (:mod:`bench.metrics.parallel`); the numbers do not depend on it. The NWD run stays with the IoU
+    matching, whose detection order it reuses (and which balances the two halves).
     """
     pr_thresholds = [iou_index(t) for t in iou_pr]  # fails early on an IoU COCO does not evaluate
     truth = _GroundTruth.of(gt)
@@ -138,7 +138,7 @@ def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResu
                   coco_dets: CocoBoxes, small_objects: SmallObjectSettings | None,
                   in_region: np.ndarray | None, confusion_score: float, confusion_iou: float
                   ) -> tuple[list[VocAP], Curves, ConfusionMatrix, dict[str, Any]]:
-    """VOC APs, ROC curves, the confusion matrix, and the NWD curves and TIDE of ``small_objects``."""
+    """VOC APs, ROC curves, the confusion matrix, and the TIDE of ``small_objects``."""
     n_cls = gt.num_classes
     by_id = np.argsort(truth.image_ids)
     det_image = by_id[np.searchsorted(truth.image_ids[by_id], dets.image_id)]
@@ -157,8 +157,6 @@ def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResu
     done: dict[str, Any] = {}
     if small_objects is not None:
         category_ids = list(gt.category_ids or [])
-        done["nwd_curves"] = nwd_curves(coco_truth, coco_dets, truth.image_ids, category_ids, small_objects,
-                                        in_region)
         done["tide"] = tide_section(coco_truth, coco_dets, truth.image_ids, len(category_ids), small_objects)
     return voc_aps, roc, confusion, done
 

@@ -1,6 +1,6 @@
 """Run one independent part of an evaluation in a forked child while the caller computes the rest.
 
-The evaluator's parts (the IoU matching with the COCO arrays and the bootstrap; TIDE, NWD, VOC and the
+The evaluator's parts (the IoU and NWD matchings with the COCO arrays and the bootstrap; TIDE, VOC and the
 confusion matrix) share inputs but no intermediate results, and most of their time is NumPy work on
 medium-sized arrays that threads would serialise on the GIL. A forked child inherits the inputs without
 copying or pickling them and sends back only its (small) result, so on two cores the two halves overlap.

@@ -155,8 +155,8 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
                          done: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The ``small_objects`` section of ``metrics.json``. ``iou_matching``: an IoU matching from
     :func:`shared_matching` that covers every selected protocol, if the caller already has one. ``done``:
-    returns ``{"nwd_curves": ..., "tide": ...}`` already computed (by :func:`nwd_curves` and
-    :func:`tide_section`, e.g. in another process); called once they are needed.
+    returns ``{"tide": ...}`` already computed by :func:`tide_section` (e.g. in another process); called
+    once it is needed.
 
     The bootstrap's resamples are split in two halves, one computed in a forked process beside the
     protocol runs (:mod:`bench.metrics.parallel`); each resample's value does not depend on the split."""
@@ -177,9 +177,8 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
             first = _resample_protocols(views, weights[:half]) if half else [{} for _ in views]
         samples = [{k: np.concatenate([a[k], b[k]]) if k in a else b[k] for k in b}
                    for a, b in zip(first, second(), strict=True)]
+    nwd = nwd_curves(truth, dets, image_ids, category_ids, settings, in_region, iou)  # reuses its order
     parts = done() if done is not None else {}
-    nwd = parts["nwd_curves"] if "nwd_curves" in parts else \
-        nwd_curves(truth, dets, image_ids, category_ids, settings, in_region, iou)
     for i, protocol in enumerate(protocols):
         run = protocol_run(iou, protocol)
         rows = protocol_rows(protocol)
