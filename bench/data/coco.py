@@ -35,7 +35,10 @@ from bench.io import read_json, write_atomic
 
 
 def _load_json(path: Path) -> dict[str, Any]:
-    data = read_json(path)
+    return _checked(read_json(path), path)
+
+
+def _checked(data: Any, path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BenchInputError(path, "expected a COCO instances object, got " + type(data).__name__)
     for key in ("images", "annotations", "categories"):
@@ -147,14 +150,16 @@ def _default_image_root(json_path: Path) -> Path:
     return json_path.parent
 
 
-def read_coco(json_path: Path, image_root: Path | None = None) -> DetectionDataset:
+def read_coco(json_path: Path, image_root: Path | None = None, data: dict[str, Any] | None = None
+              ) -> DetectionDataset:
     """Read a COCO instances file; image ids are kept, ``iscrowd`` and ``area`` kept, boxes become ``xyxy``.
 
     ``image_root`` defaults to ``<json dir>/../images/<split>`` (then ``<json dir>/../<split>``, then the
-    JSON's folder), where ``<split>`` is the file stem without ``instances_``.
+    JSON's folder), where ``<split>`` is the file stem without ``instances_``. ``data``: the file's parsed
+    content, when the caller has it already.
     """
     json_path = Path(json_path)
-    data = _load_json(json_path)
+    data = _load_json(json_path) if data is None else _checked(data, json_path)
     cat_ids, class_names = _categories(data, json_path)
 
     images = data["images"]
