@@ -176,17 +176,19 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
     if native.available():  # the C loop; detections are in accumulate's order, so groups in rank order
         order_gt, start, count = group_table(pair_gt, pair_det)
         limits = np.minimum(thresholds, 1 - 1e-10)  # pycocotools' min(t, 1-1e-10)
-        row, det_i, gt_i = native.greedy_match(xywh, rank < max_det, start, count, order_gt, gt.xywh,
-                                               gt.iscrowd, gt_ignored, limits, similarity, NWD_CONSTANT)
-        matches = SparseMatches(row // len(thresholds), row % len(thresholds), det_i, gt_i)
+        *columns, credited, on_ignored = native.greedy_match(
+            xywh, rank < max_det, start, count, order_gt, gt.xywh, gt.iscrowd, gt_ignored, gt.ann_id != 0,
+            limits, similarity, NWD_CONSTANT)
+        matches = SparseMatches(*columns)
     else:
         matches = greedy_match(xywh, pair_det, rank, max_det, gt.xywh, pair_gt, gt.iscrowd, gt_ignored,
                                thresholds, SIMILARITIES[similarity])
-    credited = gt.ann_id[matches.gt] != 0  # pycocotools stores the match as the annotation id: 0 never counts
+        credited = gt.ann_id[matches.gt] != 0  # pycocotools stores a match as the annotation id: 0 is none
+        on_ignored = gt_ignored[matches.area, matches.gt]
     in_region = None if det_in_ignore_region is None else np.asarray(det_in_ignore_region, bool)[order]
     return CocoMatching(image_ids, k_of_class, order, rank, det_k, det_image_pos, score, det_outside,
                         in_region, gt_image_pos, gt_k, gt_ignored, ranges, thresholds, int(max_det),
-                        similarity, matches, credited, gt_ignored[matches.area, matches.gt])
+                        similarity, matches, credited, on_ignored)
 
 
 @dataclass(frozen=True)

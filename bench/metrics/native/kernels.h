@@ -16,7 +16,9 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
                            int64_t n_gt, const double *gt_xywh, const uint8_t *gt_crowd,
                            const uint8_t *gt_ignored, int64_t n_area, int64_t n_thr, const double *limits,
                            int32_t similarity, double nwd_constant, void **result);
-int32_t bench_match_take(void *result, int64_t *row_start, int64_t *det, int64_t *gt);
+int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited, const uint8_t *gt_ignored,
+                         int64_t n_gt, int64_t *area, int64_t *thr, int64_t *det, int64_t *gt,
+                         uint8_t *credited, uint8_t *on_ignored);
 
 /* pycocotools' accumulate of one (area range, maxDets) cell, see accumulate.c. */
 int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64_t n_rec,

@@ -109,16 +109,23 @@ fail:
     return -1;
 }
 
-/* Copies the matches out (row r's are row_start[r]..row_start[r + 1], row = area * T + threshold, sorted by
- * detection inside a row) and frees the buffers. */
-int32_t bench_match_take(void *result, int64_t *row_start, int64_t *det, int64_t *gt) {
+/* Copies the matches out, sorted by (area, threshold, detection), with each one's flags: the box is
+ * credited (annotation id != 0: pycocotools stores a match as the id, so 0 never counts) and whether it is
+ * ignored in that area range (gt_ignored (A, G), as given to bench_match_greedy). Frees the buffers. */
+int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited, const uint8_t *gt_ignored,
+                         int64_t n_gt, int64_t *area, int64_t *thr, int64_t *det, int64_t *gt,
+                         uint8_t *credited, uint8_t *on_ignored) {
     Matches *m = result;
-    row_start[0] = 0;
+    int64_t at = 0;
     for (int64_t r = 0; r < m->n_rows; r++) {
         const Row *row = m->rows + r;
-        memcpy(det + row_start[r], row->det, row->size * sizeof(int64_t));
-        memcpy(gt + row_start[r], row->gt, row->size * sizeof(int64_t));
-        row_start[r + 1] = row_start[r] + row->size;
+        const uint8_t *ignored = gt_ignored + (r / n_thr) * n_gt;
+        memcpy(det + at, row->det, row->size * sizeof(int64_t));
+        memcpy(gt + at, row->gt, row->size * sizeof(int64_t));
+        for (int64_t s = 0; s < row->size; s++, at++) {
+            area[at] = r / n_thr, thr[at] = r % n_thr;
+            credited[at] = gt_credited[gt[at]], on_ignored[at] = ignored[gt[at]];
+        }
     }
     release(m);
     return 0;
