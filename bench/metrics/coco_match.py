@@ -176,10 +176,10 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
     if native.available():  # the C loop; detections are in accumulate's order, so groups in rank order
         order_gt, start, count = group_table(pair_gt, pair_det)
         limits = np.minimum(thresholds, 1 - 1e-10)  # pycocotools' min(t, 1-1e-10)
-        *columns, credited, on_ignored = native.greedy_match(
+        area, thr, det_i, gt_i, credited, on_ignored = native.greedy_match(
             xywh, rank < max_det, start, count, order_gt, gt.xywh, gt.iscrowd, gt_ignored, gt.ann_id != 0,
             limits, similarity, NWD_CONSTANT)
-        matches = SparseMatches(*columns)
+        matches = SparseMatches(area, thr, det_i, gt_i)
     else:
         matches = greedy_match(xywh, pair_det, rank, max_det, gt.xywh, pair_gt, gt.iscrowd, gt_ignored,
                                thresholds, SIMILARITIES[similarity])
