@@ -111,6 +111,11 @@ class CocoMatching:
             self._cache["bounds"] = np.searchsorted(key, np.arange(len(self.ranges) * n_thr + 1))
         return self._cache["bounds"]
 
+    def class_bounds(self) -> np.ndarray:
+        """Start of each class's detections in accumulate's order, ``(K + 1,)``."""
+        return self.memo(("class_bounds",),
+                         lambda: np.searchsorted(self.det_k, np.arange(self.n_classes + 1)))
+
     def n_regular(self, area: int) -> np.ndarray:
         """(K,) regular ground truth of the range per class."""
         return np.bincount(self.gt_k[~self.gt_ignored[area]], minlength=self.n_classes)
@@ -126,7 +131,7 @@ class CocoMatching:
             m = self.matches
             entries = (m.thr[lo:hi], m.det[lo:hi], self.status(regions)[lo:hi])
             n_regular = self.n_regular(area)
-            class_bounds = np.searchsorted(self.det_k, np.arange(self.n_classes + 1))
+            class_bounds = self.class_bounds()
             counted, within = ~self.base_ignored(area, regions), self.rank < effective
             if native.available():
                 rows = bounds[area * n_thr:(area + 1) * n_thr + 1] - lo

@@ -179,7 +179,7 @@ def resampled_ap(match: CocoMatch, area: int, thresholds: list[int], weights: np
     rows = [match.entries(area, t) for t in thresholds]
     regular = np.flatnonzero(~m.gt_ignored[match.areas[area]])
     empty = np.zeros(0, np.int64)
-    ap = native.resample_area(np.searchsorted(m.det_k, np.arange(m.n_classes + 1)), m.det_image_pos,
+    ap = native.resample_area(m.class_bounds(), m.det_image_pos,
                               match.counted(area), np.r_[0, np.cumsum([len(det) for det, _, _ in rows])],
                               np.concatenate([det for det, _, _ in rows] + [empty]),
                               np.concatenate([status for _, _, status in rows] + [empty.astype(np.int8)]),

@@ -68,7 +68,7 @@ def match_devkit(gt_boxes: np.ndarray, gt_group: np.ndarray, gt_difficult: np.nd
         gt_order, start, count = group_table(gt_group, det_group[order])
         best_iou, best_gt = native.devkit_best_overlap(np.asarray(det_boxes)[order], start, count, gt_order,
                                                        gt_boxes)
-        return _claims(order, best_iou, best_gt, gt_difficult, iou_threshold, len(gt_group) > 0)
+        return _claims(order, best_iou, best_gt, gt_difficult, iou_threshold)
     best_iou = np.full(len(order), -np.inf)
     best_gt = np.zeros(len(order), dtype=np.int64)
     width = int(group_sizes(gt_group, det_group).max(initial=0))
@@ -82,14 +82,16 @@ def match_devkit(gt_boxes: np.ndarray, gt_group: np.ndarray, gt_difficult: np.nd
         rows = np.arange(len(sel))
         best_iou[lo:lo + step] = iou[rows, first_max]
         best_gt[lo:lo + step] = slots[rows, first_max]
-    return _claims(order, best_iou, best_gt, gt_difficult, iou_threshold, width > 0)
+    return _claims(order, best_iou, best_gt, gt_difficult, iou_threshold)
 
 
 def _claims(order: np.ndarray, best_iou: np.ndarray, best_gt: np.ndarray, gt_difficult: np.ndarray,
-            iou_threshold: float, any_box: bool) -> VocMatches:
+            iou_threshold: float) -> VocMatches:
     """TP / FP from each detection's highest-overlap box: the first claimant of a box is the TP."""
     hit = best_iou >= iou_threshold
-    on_difficult = hit & np.asarray(gt_difficult, dtype=bool)[best_gt] if any_box else np.zeros_like(hit)
+    # a detection meeting no box has best IoU -inf (no hit), whatever best_gt holds
+    on_difficult = hit & np.asarray(gt_difficult, dtype=bool)[best_gt] if len(gt_difficult) else \
+        np.zeros_like(hit)
     claims = np.flatnonzero(hit & ~on_difficult)
     _, first_claim = np.unique(best_gt[claims], return_index=True)
     tp = np.zeros(len(order), dtype=bool)
