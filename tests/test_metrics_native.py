@@ -59,12 +59,13 @@ def test_matching_and_accumulate_equal_the_numpy_forms(seed: int, similarity: st
                            in_region)
             cells = [m.cell(a, md, regions) for a in range(len(RANGES)) for md in (1, max_det)
                      for regions in (False, True)]
-            return m.matches, cells
+            return m.matches, m.status(True), cells
 
-        (reference, ref_cells), (kernel, cells) = both(monkeypatch, compute)
-        for name in ("area", "thr", "det", "gt"):
+        (reference, ref_regions, ref_cells), (kernel, regions, cells) = both(monkeypatch, compute)
+        for name in ("bounds", "det", "gt", "status"):
             assert np.array_equal(getattr(reference, name), getattr(kernel, name)), name
-        assert len(reference.det) > 100
+        assert np.array_equal(ref_regions, regions)
+        assert len(reference.det) > 100 and {1, 2} <= set(np.unique(reference.status).tolist())  # TP, IGNORED
         for ref, got in zip(ref_cells, cells, strict=True):
             for a, b in zip(ref, got, strict=True):
                 assert np.array_equal(a, b)  # bit for bit

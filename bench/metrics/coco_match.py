@@ -40,6 +40,33 @@ SIMILARITIES = {"iou": coco_iou, "nwd": nwd_similarity}
 Cell = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+@dataclass(frozen=True)
+class MatchRows:
+    """Every match, row by row (row = area range * T + threshold): row r's matches are
+    ``[bounds[r], bounds[r + 1])``, detections ascending, with the matched box and the status before ignore
+    regions: TP when the box is credited and not ignored in the range; IGNORED when the box is ignored, or
+    the match is uncredited and the detection lies outside the range; else FP."""
+
+    bounds: np.ndarray  # (A * T + 1,) int64
+    det: np.ndarray  # (S,) detection (accumulate's order)
+    gt: np.ndarray  # (S,) ground truth
+    status: np.ndarray  # (S,) int8
+
+    @classmethod
+    def of(cls, sparse: SparseMatches, n_rows: int, n_thr: int, gt_credited: np.ndarray,
+           gt_ignored: np.ndarray, det_outside: np.ndarray) -> MatchRows:
+        """The rows of the NumPy matcher's sorted quadruples (what ``native/match.c``'s take computes)."""
+        bounds = np.searchsorted(sparse.area * n_thr + sparse.thr, np.arange(n_rows + 1))
+        credited, on_ignored = gt_credited[sparse.gt], gt_ignored[sparse.area, sparse.gt]
+        status = np.where(credited & ~on_ignored, TP, FP).astype(np.int8)
+        status[on_ignored | (~credited & det_outside[sparse.area, sparse.det])] = IGNORED
+        return cls(bounds, sparse.det, sparse.gt, status)
+
+    def thresholds(self, area: int, n_thr: int) -> np.ndarray:
+        """The threshold of each match of area range ``area``'s rows."""
+        return np.repeat(np.arange(n_thr), np.diff(self.bounds[area * n_thr:(area + 1) * n_thr + 1]))
+
+
 @dataclass
 class CocoMatching:
     """Every match of one similarity on one threshold grid, for the area ranges ``ranges`` ``(A, 2)``.
@@ -64,9 +91,8 @@ class CocoMatching:
     thresholds: np.ndarray
     max_det: int
     similarity: str
-    matches: SparseMatches
-    credited: np.ndarray  # (S,) the match is to a regular box with annotation id != 0
-    on_ignored: np.ndarray  # (S,) the match is to an ignored box
+    matches: MatchRows
+    gt_credited: np.ndarray  # (G,) annotation id != 0 (pycocotools stores a match as the id: 0 is none)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -91,25 +117,19 @@ class CocoMatching:
         return out | self.in_region if regions and self.in_region is not None else out
 
     def status(self, regions: bool) -> np.ndarray:
-        """(S,) TP / FP / IGNORED of every match."""
-        key = ("status", regions and self.in_region is not None)
-        if key not in self._cache:
-            m = self.matches
-            base = self.det_outside[m.area, m.det]
-            if key[1]:
-                base = base | self.in_region[m.det]
-            status = np.where(self.credited & ~self.on_ignored, TP, FP).astype(np.int8)
-            status[self.on_ignored | (~self.credited & base)] = IGNORED
-            self._cache[key] = status
-        return self._cache[key]
+        """(S,) TP / FP / IGNORED of every match; with ignore regions, an uncredited match's detection inside
+        one is ignored too (its status without them is :attr:`MatchRows.status`)."""
+        m = self.matches
+        if not (regions and self.in_region is not None):
+            return m.status
+        if "region_status" not in self._cache:
+            in_region = ~self.gt_credited[m.gt] & self.in_region[m.det]
+            self._cache["region_status"] = np.where(in_region, np.int8(IGNORED), m.status)
+        return self._cache["region_status"]
 
     def entry_bounds(self) -> np.ndarray:
-        """Start of each (area, threshold) run of the sorted matches, ``(A * T + 1,)``."""
-        if "bounds" not in self._cache:
-            n_thr = len(self.thresholds)
-            key = self.matches.area * n_thr + self.matches.thr
-            self._cache["bounds"] = np.searchsorted(key, np.arange(len(self.ranges) * n_thr + 1))
-        return self._cache["bounds"]
+        """Start of each (area, threshold) row of the matches, ``(A * T + 1,)``."""
+        return self.matches.bounds
 
     def class_bounds(self) -> np.ndarray:
         """Start of each class's detections in accumulate's order, ``(K + 1,)``."""
@@ -129,7 +149,7 @@ class CocoMatching:
             bounds = self.entry_bounds()
             lo, hi = bounds[area * n_thr], bounds[(area + 1) * n_thr]
             m = self.matches
-            entries = (m.thr[lo:hi], m.det[lo:hi], self.status(regions)[lo:hi])
+            entries = (m.thresholds(area, n_thr), m.det[lo:hi], self.status(regions)[lo:hi])
             n_regular = self.n_regular(area)
             class_bounds = self.class_bounds()
             counted, within = ~self.base_ignored(area, regions), self.rank < effective
@@ -178,22 +198,22 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
     det_area = xywh[:, 2] * xywh[:, 3]
     det_outside = (det_area[None] < bounds[:, 0]) | (det_area[None] > bounds[:, 1])
     thresholds = np.asarray(thresholds, dtype=np.float64)
+    gt_credited = gt.ann_id != 0
     if native.available():  # the C loop; detections are in accumulate's order, so groups in rank order
         order_gt, start, count = group_table(pair_gt, pair_det)
         limits = np.minimum(thresholds, 1 - 1e-10)  # pycocotools' min(t, 1-1e-10)
-        area, thr, det_i, gt_i, credited, on_ignored = native.greedy_match(
-            xywh, rank < max_det, start, count, order_gt, gt.xywh, gt.iscrowd, gt_ignored, gt.ann_id != 0,
-            limits, similarity, NWD_CONSTANT)
-        matches = SparseMatches(area, thr, det_i, gt_i)
+        matches = MatchRows(*native.greedy_match(
+            xywh, rank < max_det, start, count, order_gt, gt.xywh, gt.iscrowd, gt_ignored, gt_credited,
+            det_outside, limits, similarity, NWD_CONSTANT))
     else:
-        matches = greedy_match(xywh, pair_det, rank, max_det, gt.xywh, pair_gt, gt.iscrowd, gt_ignored,
-                               thresholds, SIMILARITIES[similarity])
-        credited = gt.ann_id[matches.gt] != 0  # pycocotools stores a match as the annotation id: 0 is none
-        on_ignored = gt_ignored[matches.area, matches.gt]
+        sparse = greedy_match(xywh, pair_det, rank, max_det, gt.xywh, pair_gt, gt.iscrowd, gt_ignored,
+                              thresholds, SIMILARITIES[similarity])
+        matches = MatchRows.of(sparse, len(ranges) * len(thresholds), len(thresholds), gt_credited,
+                               gt_ignored, det_outside)
     in_region = None if det_in_ignore_region is None else np.asarray(det_in_ignore_region, bool)[order]
     return CocoMatching(image_ids, k_of_class, order, rank, det_k, det_image_pos, score, det_outside,
                         in_region, gt_image_pos, gt_k, gt_ignored, ranges, thresholds, int(max_det),
-                        similarity, matches, credited, on_ignored)
+                        similarity, matches, gt_credited)
 
 
 @dataclass(frozen=True)

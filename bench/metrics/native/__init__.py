@@ -27,11 +27,11 @@ ENV = "BENCH_NATIVE"
 _SIGNATURES: dict[str, tuple] = {
     "bench_match_greedy": ("n", np.float64, np.uint8, np.int64, np.int64, np.int64, "n", np.float64, np.uint8,
                            np.uint8, "n", "n", np.float64, "i", "f", "h"),
-    "bench_match_take": ("h", "n", np.uint8, np.uint8, "n", np.int64, np.int64, np.int64, np.int64, np.uint8,
-                         np.uint8),
+    "bench_match_take": ("h", "n", np.uint8, np.uint8, "n", np.uint8, "n", np.int64, np.int32, np.int32,
+                         np.int8),
     "bench_accumulate_cell": ("n", "n", "n", "n", np.int64, np.float64, np.uint8, np.uint8, np.int64,
-                              np.int64, np.int8, np.int64, np.float64, np.float64, np.float64, np.float64),
-    "bench_resample_area": ("n", "n", np.int64, np.int64, np.uint8, "n", np.int64, np.int64, np.int8, "n",
+                              np.int32, np.int8, np.int64, np.float64, np.float64, np.float64, np.float64),
+    "bench_resample_area": ("n", "n", np.int64, np.int64, np.uint8, "n", np.int64, np.int32, np.int8, "n",
                             np.int64, np.int64, "n", np.float64, "n", np.int32, np.float64),
     "bench_devkit_best_overlap": ("n", np.float64, np.int64, np.int64, np.int64, np.float64, np.float64,
                                   np.int64),
@@ -78,6 +78,8 @@ def _call(name: str, *args: object) -> int | None:
         if isinstance(kind, str):
             values.append(value)
             continue
+        if isinstance(value, np.ndarray) and value.dtype == np.bool_ and kind is np.uint8:
+            value = value.view(np.uint8)  # the same bytes: no converted copy
         array = np.ascontiguousarray(value, dtype=kind)
         if array.size == 0:
             array = np.zeros(1, kind)  # never read: a valid pointer for an empty input
@@ -91,21 +93,25 @@ def _call(name: str, *args: object) -> int | None:
 
 def greedy_match(det_xywh: np.ndarray, det_active: np.ndarray, det_gt_start: np.ndarray,
                  det_gt_count: np.ndarray, gt_order: np.ndarray, gt_xywh: np.ndarray, gt_crowd: np.ndarray,
-                 gt_ignored: np.ndarray, gt_credited: np.ndarray, limits: np.ndarray, similarity: str,
-                 nwd_constant: float) -> tuple[np.ndarray, ...]:
-    """Every match as (area, threshold, detection, ground truth, credited, on an ignored box), sorted by
-    area, threshold, detection (``match.c``). Each group's detections must come in rank order (accumulate's
-    order has them so)."""
+                 gt_ignored: np.ndarray, gt_credited: np.ndarray, det_outside: np.ndarray, limits: np.ndarray,
+                 similarity: str, nwd_constant: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every match (``match.c``) as rows (area range, threshold): row bounds ``(A * T + 1,)`` and, per
+    match, detection and ground truth (int32) and status before ignore regions (int8). Each group's
+    detections must come in rank order (accumulate's order has them so)."""
+    if max(len(det_xywh), len(gt_xywh)) >= 2**31:
+        raise ValueError("greedy_match: the kernel numbers boxes in 32 bits")
     handle = ctypes.c_void_p()
     n_area, n_gt = gt_ignored.shape
     size = _call("bench_match_greedy", len(det_xywh), det_xywh, det_active, det_gt_start, det_gt_count,
                  gt_order, n_gt, gt_xywh, gt_crowd, gt_ignored, n_area, len(limits), limits,
                  {"iou": 0, "nwd": 1}[similarity], nwd_constant, ctypes.byref(handle))
-    area, thr, det, gt = (np.empty(size, dtype=np.int64) for _ in range(4))
-    credited, on_ignored = np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8)
-    _call("bench_match_take", handle, len(limits), gt_credited, gt_ignored, n_gt, area, thr, det, gt,
-          credited, on_ignored)
-    return area, thr, det, gt, credited.view(bool), on_ignored.view(bool)
+    bounds = np.empty(n_area * len(limits) + 1, dtype=np.int64)
+    det, gt = np.empty(size, dtype=np.int32), np.empty(size, dtype=np.int32)
+    status = np.empty(size, dtype=np.int8)
+    _call("bench_match_take", handle, len(limits), gt_credited, gt_ignored, n_gt, det_outside, len(det_xywh),
+          bounds, det, gt, status)
+    return bounds, det, gt, status
 
 
 def accumulate_cell(class_bounds: np.ndarray, score: np.ndarray, within: np.ndarray, counted: np.ndarray,

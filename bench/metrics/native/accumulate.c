@@ -11,7 +11,6 @@
 
 #include "kernels.h"
 
-enum { TP = 1, IGNORED = 2 };
 
 /* Only true positives are visited, which gives the same floats: recall grows only at a true positive, so
  * every position searchsorted picks for r > 0 is one, and recall 0 picks position 0, whose enveloped
@@ -21,7 +20,7 @@ enum { TP = 1, IGNORED = 2 };
  * fp + tp of pycocotools' float arrays is that count exactly. */
 int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64_t n_rec,
                               const int64_t *class_bounds, const double *score, const uint8_t *within,
-                              const uint8_t *base_counted, const int64_t *row_bounds, const int64_t *entry_det,
+                              const uint8_t *base_counted, const int64_t *row_bounds, const int32_t *entry_det,
                               const int8_t *entry_status, const int64_t *n_regular, const double *recall_thr,
                               double *precision, double *scores, double *recall) {
     int64_t *base = malloc((n_det + 1) * sizeof(int64_t)); /* counted up to j, within the class */
@@ -52,8 +51,8 @@ int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64
             for (; e < end && entry_det[e] < class_bounds[k + 1]; e++) {
                 int64_t j = entry_det[e];
                 if (!within[j]) continue;
-                correction += (entry_status[e] != IGNORED) - (int64_t)base_counted[j];
-                if (entry_status[e] != TP) continue;
+                correction += (entry_status[e] != BENCH_IGNORED) - (int64_t)base_counted[j];
+                if (entry_status[e] != BENCH_TP) continue;
                 tp++;
                 rc[tp - 1] = (double)tp / npig;
                 pr[tp - 1] = (double)tp / ((double)(base[j] + correction) + DBL_EPSILON);

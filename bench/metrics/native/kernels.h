@@ -10,6 +10,11 @@
 
 #include <stdint.h>
 
+/* A match's status, as bench.metrics.accumulate's TP, FP and IGNORED. */
+#define BENCH_FP 0
+#define BENCH_TP 1
+#define BENCH_IGNORED 2
+
 /* Greedy matching, see match.c. Returns the number of matches, or -1 when memory ran out. */
 int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t *det_active,
                            const int64_t *det_gt_start, const int64_t *det_gt_count, const int64_t *gt_order,
@@ -17,20 +22,20 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
                            const uint8_t *gt_ignored, int64_t n_area, int64_t n_thr, const double *limits,
                            int32_t similarity, double nwd_constant, void **result);
 int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited, const uint8_t *gt_ignored,
-                         int64_t n_gt, int64_t *area, int64_t *thr, int64_t *det, int64_t *gt,
-                         uint8_t *credited, uint8_t *on_ignored);
+                         int64_t n_gt, const uint8_t *det_outside, int64_t n_det, int64_t *bounds,
+                         int32_t *det, int32_t *gt, int8_t *status);
 
 /* pycocotools' accumulate of one (area range, maxDets) cell, see accumulate.c. */
 int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64_t n_rec,
                               const int64_t *class_bounds, const double *score, const uint8_t *within,
-                              const uint8_t *base_counted, const int64_t *row_bounds, const int64_t *entry_det,
+                              const uint8_t *base_counted, const int64_t *row_bounds, const int32_t *entry_det,
                               const int8_t *entry_status, const int64_t *n_regular, const double *recall_thr,
                               double *precision, double *scores, double *recall);
 
 /* Resampled per-class AP of one area range at several thresholds, see resample.c. */
 int32_t bench_resample_area(int64_t n_det, int64_t n_cls, const int64_t *class_bounds,
                             const int64_t *det_image, const uint8_t *counted, int64_t n_rows,
-                            const int64_t *row_bounds, const int64_t *entry_det, const int8_t *entry_status,
+                            const int64_t *row_bounds, const int32_t *entry_det, const int8_t *entry_status,
                             int64_t n_gt, const int64_t *gt_image, const int64_t *gt_class, int64_t n_rec,
                             const double *recall_thr, int64_t n_resamples, const int32_t *weights,
                             double *ap);

@@ -19,7 +19,7 @@
 
 typedef struct {
     int64_t size, capacity;
-    int64_t *det, *gt; /* sorted by detection */
+    int32_t *det, *gt; /* sorted by detection; 32 bits halve the memory (the caller checks the counts) */
 } Row;
 
 typedef struct {
@@ -30,15 +30,15 @@ typedef struct {
 static int push(Row *r, int64_t det, int64_t gt) {
     if (r->size == r->capacity) {
         int64_t capacity = r->capacity ? 2 * r->capacity : 1 << 10;
-        int64_t *d = realloc(r->det, capacity * sizeof(int64_t));
+        int32_t *d = realloc(r->det, capacity * sizeof(int32_t));
         if (d) r->det = d;
-        int64_t *g = realloc(r->gt, capacity * sizeof(int64_t));
+        int32_t *g = realloc(r->gt, capacity * sizeof(int32_t));
         if (g) r->gt = g;
         if (!d || !g) return -1;
         r->capacity = capacity;
     }
-    r->det[r->size] = det;
-    r->gt[r->size++] = gt;
+    r->det[r->size] = (int32_t)det;
+    r->gt[r->size++] = (int32_t)gt;
     return 0;
 }
 
@@ -109,24 +109,29 @@ fail:
     return -1;
 }
 
-/* Copies the matches out, sorted by (area, threshold, detection), with each one's flags: the box is
- * credited (annotation id != 0: pycocotools stores a match as the id, so 0 never counts) and whether it is
- * ignored in that area range (gt_ignored (A, G), as given to bench_match_greedy). Frees the buffers. */
+/* Copies the matches out row by row (row = area * T + threshold; row r's are [bounds[r], bounds[r + 1]), by
+ * detection) with each one's status before ignore regions, as CocoMatching.status has it: a true positive
+ * when the box is credited (annotation id != 0: pycocotools stores a match as the id, so 0 never counts) and
+ * not ignored in the area range; ignored when the box is, or when an uncredited match's detection lies
+ * outside the range (det_outside (A, N)); else a false positive. Frees the buffers. */
 int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited, const uint8_t *gt_ignored,
-                         int64_t n_gt, int64_t *area, int64_t *thr, int64_t *det, int64_t *gt,
-                         uint8_t *credited, uint8_t *on_ignored) {
+                         int64_t n_gt, const uint8_t *det_outside, int64_t n_det, int64_t *bounds,
+                         int32_t *det, int32_t *gt, int8_t *status) {
     Matches *m = result;
     int64_t at = 0;
     for (int64_t r = 0; r < m->n_rows; r++) {
         const Row *row = m->rows + r;
-        const uint8_t *ignored = gt_ignored + (r / n_thr) * n_gt;
-        memcpy(det + at, row->det, row->size * sizeof(int64_t));
-        memcpy(gt + at, row->gt, row->size * sizeof(int64_t));
+        const uint8_t *ignored = gt_ignored + (r / n_thr) * n_gt, *outside = det_outside + (r / n_thr) * n_det;
+        bounds[r] = at;
+        memcpy(det + at, row->det, row->size * sizeof(int32_t));
+        memcpy(gt + at, row->gt, row->size * sizeof(int32_t));
         for (int64_t s = 0; s < row->size; s++, at++) {
-            area[at] = r / n_thr, thr[at] = r % n_thr;
-            credited[at] = gt_credited[gt[at]], on_ignored[at] = ignored[gt[at]];
+            int credited = gt_credited[gt[at]], on_ignored = ignored[gt[at]];
+            status[at] = on_ignored || (!credited && outside[det[at]]) ? BENCH_IGNORED
+                         : credited ? BENCH_TP : BENCH_FP;
         }
     }
+    bounds[m->n_rows] = at;
     release(m);
     return 0;
 }

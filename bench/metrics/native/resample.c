@@ -24,7 +24,6 @@
 
 #include "kernels.h"
 
-enum { TP = 1, IGNORED = 2 };
 
 /* Fewest TPs c with c / npig >= r in float64 (bench.metrics.accumulate.needed_true_positives). */
 static int64_t needed(double r, double npig) {
@@ -52,7 +51,7 @@ static void release(Scratch *s) {
 
 /* One class's entries of one row, from e; returns where the next class starts. */
 static int64_t class_ap(const Scratch *s, int64_t B, int64_t n_cls, int64_t n_rec, int64_t e, int64_t end,
-                        const int64_t *det_image, const uint8_t *counted, const int64_t *entry_det,
+                        const int64_t *det_image, const uint8_t *counted, const int32_t *entry_det,
                         const int8_t *entry_status, const int32_t *weights, double *out) {
     int64_t k = s->det_class[entry_det[e]], n_tp = 0;
     const int64_t *block = s->offset + k * B;
@@ -61,10 +60,10 @@ static int64_t class_ap(const Scratch *s, int64_t B, int64_t n_cls, int64_t n_re
     for (; e < end && s->det_class[entry_det[e]] == k; e++) {
         int64_t j = entry_det[e];
         const int32_t *w = weights + det_image[j] * B;
-        int32_t change = (entry_status[e] != IGNORED) - (int32_t)counted[j];
+        int32_t change = (entry_status[e] != BENCH_IGNORED) - (int32_t)counted[j];
         if (change)
             for (int64_t b = 0; b < B; b++) s->correction[b] += change * w[b];
-        if (entry_status[e] != TP) continue;
+        if (entry_status[e] != BENCH_TP) continue;
         const int32_t *at = s->base + (int64_t)s->query[j] * B;
         double *p = s->pr + n_tp * B;
         int32_t *served = s->served + n_tp * B;
@@ -92,7 +91,7 @@ static int64_t class_ap(const Scratch *s, int64_t B, int64_t n_cls, int64_t n_re
 
 int32_t bench_resample_area(int64_t n_det, int64_t n_cls, const int64_t *class_bounds,
                             const int64_t *det_image, const uint8_t *counted, int64_t n_rows,
-                            const int64_t *row_bounds, const int64_t *entry_det, const int8_t *entry_status,
+                            const int64_t *row_bounds, const int32_t *entry_det, const int8_t *entry_status,
                             int64_t n_gt, const int64_t *gt_image, const int64_t *gt_class, int64_t n_rec,
                             const double *recall_thr, int64_t n_resamples, const int32_t *weights,
                             double *ap) {
@@ -108,7 +107,7 @@ int32_t bench_resample_area(int64_t n_det, int64_t n_cls, const int64_t *class_b
         int64_t run = 0;
         for (int64_t e = row_bounds[t]; e < row_bounds[t + 1]; e++) {
             if (e == row_bounds[t] || s.det_class[entry_det[e]] != s.det_class[entry_det[e - 1]]) run = 0;
-            if (entry_status[e] != TP) continue;
+            if (entry_status[e] != BENCH_TP) continue;
             if (s.query[entry_det[e]] < 0) s.query[entry_det[e]] = (int32_t)n_query++;
             if (++run > widest) widest = run;
         }
