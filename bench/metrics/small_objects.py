@@ -9,7 +9,6 @@ first protocol. Everything lands in ``metrics.json`` under ``small_objects``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -171,7 +170,6 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
         views = [(*protocol_match(iou, p), protocol_rows(p)) for p in protocols]
         samples = _resample_protocols(views, weights)
     nwd = nwd_curves(truth, dets, image_ids, category_ids, settings, in_region, iou)  # reuses its order
-    parts = done() if done is not None else {}
     for i, protocol in enumerate(protocols):
         run = protocol_run(iou, protocol)
         rows = protocol_rows(protocol)
@@ -188,6 +186,7 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
             entry["intervals"] = bootstrap_protocol(run, rows, weights, settings.confidence,
                                                     values=samples[i])
         out["protocols"][protocol.name] = entry
+    parts = done() if done is not None else {}  # asked for last: computed elsewhere meanwhile
     tide_out = parts["tide"] if "tide" in parts else tide_section(truth, dets, file_order, len(category_ids),
                                                                   settings)
     if tide_out is not None:
@@ -206,4 +205,6 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
 
 
 def _digest(image_ids: np.ndarray) -> str:
+    import hashlib  # here: its OpenSSL binding costs 3 ms of every evaluation's start
+
     return hashlib.sha256(np.ascontiguousarray(image_ids, dtype="<i8").tobytes()).hexdigest()[:16]
