@@ -146,8 +146,9 @@ def test_curves_csv_is_the_csv_modules_text(tmp_path: Path) -> None:
     from bench.metrics.result import Curves
 
     names = ["a,b", 'say "hi"', "plain"]
-    curves = Curves(np.array([0, 1, 2, 2]), {"x": np.array([0.1, 1e-300, np.nan, 1 / 3]),
-                                             "y": np.array([1.0, 2.5, -0.0, 7.0])})
+    # repeated values (each formatted once), and 0.0 beside -0.0 (equal, but written apart)
+    curves = Curves(np.array([0, 1, 2, 2, 0]), {"x": np.array([0.1, 1e-300, np.nan, 1 / 3, 1 / 3]),
+                                                "y": np.array([1.0, 0.0, -0.0, 7.0, 1.0])})
     curves.write_csv(tmp_path / "c.csv", names, ("class", "x", "y"))
     expected = io.StringIO()
     writer = csv.writer(expected)

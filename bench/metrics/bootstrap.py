@@ -89,7 +89,7 @@ def point_values(run: CocoEvaluation, rows: np.ndarray) -> dict[str, float]:
     rows = np.asarray(rows, dtype=np.int64)
     out: dict[str, float] = {}
     for a, label in enumerate(run.params.area_ranges):
-        p = run.precision[rows][:, :, :, a, -1]
+        p = run.precision[:, :, :, a, -1][rows]  # the slice first: no copy of the other cells
         out["AP" if a == 0 else f"AP_{label}"] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
     at50 = [t for t in rows.tolist() if np.isclose(run.params.iou_thresholds[t], 0.5)]
     if at50:

@@ -180,7 +180,7 @@ def score_coco(matching: CocoMatching, areas: list[int], params: CocoParams, reg
                 continue
             cells = matching.cell(a, max_det, regions)
             for cell, out in zip(cells, (precision, scores, recall), strict=True):
-                np.take(cell, k, axis=-1, out=out[i, m])
+                np.take(cell, k, axis=-1, out=out[i, m], mode="wrap")  # (k is in range) unbuffered
                 out[i, m][..., ~has_gt] = -1.0
     precision, scores = (np.moveaxis(x, (0, 1), (3, 4)) for x in (precision, scores))
     recall = np.moveaxis(recall, (0, 1), (2, 3))

@@ -110,9 +110,11 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
                                      in_region, iou, lambda: side()[3]) if small_objects is not None else {}
         coco_run = protocol_run(iou, coco_protocol)  # memoised in ``iou``: the COCO protocol's run
         rows = protocol_rows(coco_protocol)
-        coco = CocoEvaluation(coco_run.precision[rows], coco_run.recall[rows], coco_run.scores[rows],
+        # consecutive rows (0.50:0.95 on the grid) are taken as views, not copies
+        own = slice(int(rows[0]), int(rows[-1]) + 1) if (np.diff(rows) == 1).all() else rows
+        coco = CocoEvaluation(coco_run.precision[own], coco_run.recall[own], coco_run.scores[own],
                               coco_run.summary(rows, COCO_PARAMS), COCO_PARAMS)
-        voc_aps, roc_curves, confusion, _ = side()
+        voc_aps, roc_curves, confusion, _, engine = side()
     scored = np.array([np.isfinite(ap.ap_11pt) for ap in voc_aps], dtype=bool)
     return EvaluationResult(
         classes=list(gt.classes),
@@ -124,7 +126,7 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
         roc_curves=roc_curves,
         confusion=confusion,
         small_objects=small,
-        engine=_engine(),
+        engine=engine,
         settings={"coco": {"iou_thresholds": IOU_THRESHOLDS.tolist(), "max_dets": list(MAX_DETS),
                            "area_ranges": {k: list(v) for k, v in AREA_RANGES.items()}},
                   "voc": {"iou": VOC_IOU, "tp_rule": "IoU >= threshold (VOCevaldet.m)",
@@ -137,8 +139,9 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
 def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResults, coco_truth: CocoBoxes,
                   coco_dets: CocoBoxes, small_objects: SmallObjectSettings | None,
                   in_region: np.ndarray | None, confusion_score: float, confusion_iou: float
-                  ) -> tuple[list[VocAP], Curves, ConfusionMatrix, dict[str, Any]]:
-    """VOC APs, ROC curves, the confusion matrix, and the TIDE of ``small_objects``."""
+                  ) -> tuple[list[VocAP], Curves, ConfusionMatrix, dict[str, Any], dict[str, str]]:
+    """VOC APs, ROC curves, the confusion matrix, the TIDE of ``small_objects``, and the engine's record
+    (package versions: ``importlib.metadata`` costs 15 ms, spent here beside the matching)."""
     n_cls = gt.num_classes
     by_id = np.argsort(truth.image_ids)
     det_image = by_id[np.searchsorted(truth.image_ids[by_id], dets.image_id)]
@@ -158,7 +161,7 @@ def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResu
     if small_objects is not None:
         category_ids = list(gt.category_ids or [])
         done["tide"] = tide_section(coco_truth, coco_dets, truth.image_ids, len(category_ids), small_objects)
-    return voc_aps, roc, confusion, done
+    return voc_aps, roc, confusion, done, _engine()
 
 
 def _mean_where(values: np.ndarray, mask: np.ndarray) -> float:
