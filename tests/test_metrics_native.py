@@ -15,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from bench.evaluate import run
 from bench.metrics import native
+from bench.metrics.accumulate import IGNORED, TP
 from bench.metrics.bootstrap import resample_weights
 from bench.metrics.coco import score_coco
 from bench.metrics.coco_match import match_coco
@@ -65,7 +66,7 @@ def test_matching_and_accumulate_equal_the_numpy_forms(seed: int, similarity: st
         for name in ("bounds", "det", "gt", "status"):
             assert np.array_equal(getattr(reference, name), getattr(kernel, name)), name
         assert np.array_equal(ref_regions, regions)
-        assert len(reference.det) > 100 and {1, 2} <= set(np.unique(reference.status).tolist())  # TP, IGNORED
+        assert len(reference.det) > 100 and {TP, IGNORED} <= set(np.unique(reference.status).tolist())
         for ref, got in zip(ref_cells, cells, strict=True):
             for a, b in zip(ref, got, strict=True):
                 assert np.array_equal(a, b)  # bit for bit

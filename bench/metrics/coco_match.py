@@ -127,10 +127,6 @@ class CocoMatching:
             self._cache["region_status"] = np.where(in_region, np.int8(IGNORED), m.status)
         return self._cache["region_status"]
 
-    def entry_bounds(self) -> np.ndarray:
-        """Start of each (area, threshold) row of the matches, ``(A * T + 1,)``."""
-        return self.matches.bounds
-
     def class_bounds(self) -> np.ndarray:
         """Start of each class's detections in accumulate's order, ``(K + 1,)``."""
         return self.memo(("class_bounds",),
@@ -146,7 +142,7 @@ class CocoMatching:
         key = (area, effective, regions and self.in_region is not None)
         if key not in self._cache:
             n_thr = len(self.thresholds)
-            bounds = self.entry_bounds()
+            bounds = self.matches.bounds
             lo, hi = bounds[area * n_thr], bounds[(area + 1) * n_thr]
             m = self.matches
             entries = (m.thresholds(area, n_thr), m.det[lo:hi], self.status(regions)[lo:hi])
@@ -242,7 +238,7 @@ class CocoMatch:
         m = self.matching
         n_thr = len(m.thresholds)
         row = self.areas[area] * n_thr + thr
-        lo, hi = m.entry_bounds()[row], m.entry_bounds()[row + 1]
+        lo, hi = m.matches.bounds[row], m.matches.bounds[row + 1]
         det, gt, status = m.matches.det[lo:hi], m.matches.gt[lo:hi], m.status(self.regions)[lo:hi]
         keep = m.rank[det] < self.max_det
         return det[keep], gt[keep], status[keep]

@@ -11,7 +11,6 @@
 
 #include "kernels.h"
 
-
 /* Only true positives are visited, which gives the same floats: recall grows only at a true positive, so
  * every position searchsorted picks for r > 0 is one, and recall 0 picks position 0, whose enveloped
  * precision is the maximum over all positions; between two true positives precision only falls, so the

@@ -24,7 +24,6 @@
 
 #include "kernels.h"
 
-
 /* Fewest TPs c with c / npig >= r in float64 (bench.metrics.accumulate.needed_true_positives). */
 static int64_t needed(double r, double npig) {
     double c = ceil(r * npig);
