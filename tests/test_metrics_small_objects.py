@@ -14,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from bench.metrics.bootstrap import paired_comparison, resampled_values
 from bench.metrics.coco import CocoBoxes, evaluate_coco
+from bench.metrics.coco_match import match_coco
 from bench.metrics.ignore import in_ignore_regions
 from bench.metrics.protocols import TOLERANCE_THRESHOLDS, get_protocol
 from bench.metrics.small_objects import evaluate_protocol, protocol_rows
@@ -171,3 +172,19 @@ def test_ignore_regions_by_intersection_over_detection() -> None:
     det = np.array([[10, 10, 14, 14], [0, 0, 100, 100], [50, 50, 54, 54]], np.float64)
     inside = in_ignore_regions(np.array([1, 1, 2]), det, np.array([1]), np.array([[0, 0, 20, 20]]))
     assert inside.tolist() == [True, False, False]  # tiny box inside: IoD 1; big box: IoD 0.04; other image
+
+
+@pytest.mark.parametrize("kernels", ["0", "1"])
+def test_an_ignore_region_drops_false_positives_only(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one box; a true positive and a higher-scoring false positive, both inside an ignore region
+    monkeypatch.setenv("BENCH_NATIVE", kernels)
+    truth = CocoBoxes(np.array([1]), np.array([0]), np.array([[10.0, 10, 8, 8]]), np.array([64.0]),
+                      np.array([False]), np.array([1]))
+    dets = CocoBoxes.detections(np.array([1, 1]), np.array([0, 0]),
+                                np.array([[10.0, 10, 8, 8], [30, 30, 8, 8]]), np.array([0.5, 0.9]))
+    matching = match_coco(truth, dets, np.array([1]), [1], np.array([[0, 1e10]]), np.array([0.5]), 100,
+                          det_in_ignore_region=np.array([True, True]))
+    precision = {regions: matching.cell(0, 100, regions)[0][0, :, 0] for regions in (False, True)}
+    # pycocotools' tp / (tp + fp + eps): 1 - 2e-16, not 1
+    np.testing.assert_allclose(precision[True], 1.0, rtol=0, atol=1e-12)  # the false positive is ignored
+    np.testing.assert_allclose(precision[False], 0.5, rtol=0, atol=1e-12)  # without regions: it ranks first
