@@ -105,11 +105,31 @@ def test_fast_reader_equals_checked_reader(tmp_path: Path, gt: DetectionDataset,
 
 
 @pytest.mark.parametrize("entry", [{"image_id": 11, "category_id": 3, "bbox": [1, 2, 3, 4]},
-                                   {"image_id": 11.0, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1}])
+                                   {"image_id": 11, "category_id": 3, "bbox": [1, 2, 3, 4], "score": None},
+                                   {"image_id": 11.0, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1},
+                                   {"image_id": 13, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1},
+                                   {"image_id": 11, "category_id": 4, "bbox": [1, 2, 3, 4], "score": 1}])
 def test_fast_reader_leaves_unusual_files_to_the_checked_reader(tmp_path: Path, gt: DetectionDataset,
                                                                 entry: dict) -> None:
+    """A missing or null score (the Rust reader reads both as 0, here beside a true 0), a float id, an
+    unknown image or class: the checked path reads the file and names the problem."""
     from bench.metrics import detections
-    assert detections._fast_rows(write(tmp_path, [entry]), gt) is None
+    zero = {"image_id": 12, "category_id": 8, "bbox": [1, 2, 3, 4], "score": 0}
+    path = write(tmp_path, [zero, entry])
+    assert detections._fast_rows(write(tmp_path, [zero], "zero.json"), gt) is not None  # a true 0 alone
+    assert detections._fast_rows(path, gt) is None
+    if entry.get("score") is None:
+        with pytest.raises(BenchInputError, match=r"\[1\] field 'score': missing"):
+            DetectionResults.from_coco_json(path, gt)
+
+
+def test_id_positions_by_table_and_by_search() -> None:
+    from bench.metrics.detections import _positions
+    for keys in (np.array([30, 10, 20]), np.array([3 * 10**9, 10, 20])):  # narrow: table; wide: search
+        np.testing.assert_array_equal(_positions(keys, keys[[2, 0, 0, 1]]), [2, 0, 0, 1])
+        for missing in (15, 5, 10**12, -1):
+            assert _positions(keys, np.array([keys[0], missing])) is None
+    assert _positions(np.zeros(0, np.int64), np.array([1])) is None
 
 
 def test_degenerate_detection_boxes_are_scored_not_rejected(tmp_path: Path, gt: DetectionDataset) -> None:

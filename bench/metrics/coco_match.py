@@ -29,7 +29,7 @@ from bench.metrics.accumulate import (
     accumulate_order,
     needed_true_positives,
 )
-from bench.metrics.groups import group_table, rank_within_group, sort_by_group_then_score
+from bench.metrics.groups import group_table, rank_within_group
 from bench.metrics.matching import SparseMatches, coco_iou, greedy_match
 from bench.metrics.nwd import NWD_CONSTANT, nwd_similarity
 
@@ -180,9 +180,11 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
         order = accumulate_order(k_of_class[det.label], det.weight, det_image_pos)
         score, det_k, det_image_pos = det.weight[order], k_of_class[det.label][order], det_image_pos[order]
         pair = det_image_pos * len(category_ids) + det_k
-        rank = rank_within_group(pair, sort_by_group_then_score(pair, score))
+        # in accumulate's order each (image, class) group already comes by descending score, then input
+        # order: a stable sort by group alone gives its rank order
+        rank = rank_within_group(pair, np.argsort(pair, kind="stable"))
     n_cls = len(k_of_class)
-    xywh = det.xywh[order]
+    xywh = np.take(det.xywh, order, axis=0)  # (2-D rows: several times faster than indexing)
     gt_image_pos = np.searchsorted(image_ids, gt.image_id)
     gt_k = k_of_class[gt.label]
     pair_gt = gt_image_pos * n_cls + gt_k

@@ -86,24 +86,43 @@ def _fast_rows(path: Path, gt: DetectionDataset
         reader = _ultrafast_reader()  # a private module: any failure falls back
         _, compact = reader.load_compact_bbox(str(path), results=True)
         rows = np.asarray(compact.array_rows(), dtype=np.float64).reshape(-1, 7)
-        n_scores = path.read_bytes().count(b'"score"')
+        # the reader's one silent default: a missing or null score reads as 0. Without a zero score there
+        # is nothing to check; with one, every entry must name a score and no value may be null (a pass over
+        # the bytes, 80 ms for 40 MB; else the checked path names the entry)
+        if (rows[:, 5] == 0).any():
+            text = path.read_bytes()
+            if text.count(b'"score"') != len(rows) or b"null" in text:
+                return None
     except Exception:
         return None
-    if n_scores != len(rows) or not np.isfinite(rows).all() or \
-            (np.abs(rows[:, [0, 6]]) >= 2.0**53).any():
-        return None  # the reader defaults a missing score to 0; the checked path names it
-    known = np.sort(np.array([r.image_id for r in gt.records], dtype=np.int64))
+    if not np.isfinite(rows).all() or (np.abs(rows[:, 0]) >= 2.0**53).any() or \
+            (np.abs(rows[:, 6]) >= 2.0**53).any():
+        return None
     image_id = rows[:, 0].astype(np.int64)
-    cat_ids = np.asarray(gt.category_ids if gt.category_ids is not None else [], dtype=np.int64)
-    by_id = np.argsort(cat_ids)
-    wanted = rows[:, 6].astype(np.int64)
-    pos = np.minimum(np.searchsorted(cat_ids[by_id], wanted), max(len(cat_ids) - 1, 0))
-    if not len(cat_ids) or not (cat_ids[by_id][pos] == wanted).all():
+    label = _positions(np.asarray(gt.category_ids if gt.category_ids is not None else [], dtype=np.int64),
+                       rows[:, 6].astype(np.int64))
+    known = _positions(np.array([r.image_id for r in gt.records], dtype=np.int64), image_id)
+    if label is None or known is None:
         return None
-    at = np.minimum(np.searchsorted(known, image_id), max(len(known) - 1, 0))
-    if not len(known) or not (known[at] == image_id).all():
-        return None
-    return image_id, by_id[pos], np.ascontiguousarray(rows[:, 1:5]), np.ascontiguousarray(rows[:, 5])
+    return image_id, label, np.ascontiguousarray(rows[:, 1:5]), np.ascontiguousarray(rows[:, 5])
+
+
+def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """Index of each of ``values`` in ``keys`` (distinct integers); None if one is not there. Ids spanning a
+    range not much wider than the arrays are looked up in a table (a gather instead of a binary search)."""
+    if not len(keys):
+        return None if len(values) else np.zeros(0, np.int64)
+    lo, hi = int(keys.min()), int(keys.max())
+    if hi - lo <= 4 * (len(keys) + len(values)) + (1 << 16):
+        table = np.full(hi - lo + 2, -1, dtype=np.int64)  # the last slot: every value out of range
+        table[keys - lo] = np.arange(len(keys))
+        at = values - lo
+        at[(at < 0) | (at > hi - lo)] = hi - lo + 1
+        found = table[at]
+        return None if (found < 0).any() else found
+    by_key = np.argsort(keys)
+    pos = np.minimum(np.searchsorted(keys[by_key], values), len(keys) - 1)
+    return by_key[pos] if (keys[by_key][pos] == values).all() else None
 
 
 def _ultrafast_reader() -> Any:
