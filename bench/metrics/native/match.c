@@ -74,7 +74,7 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
         goto fail;
     m->n_rows = n_rows;
     double lowest = INFINITY;
-    for (int64_t t = 0; t < n_thr; t++) lowest = fmin(lowest, limits[t]);
+    for (int64_t t = 0; t < n_thr; t++) lowest = smaller(lowest, limits[t]);
     int64_t size = 0;
     for (int64_t j = 0; j < n_det; j++) {
         int64_t n = det_gt_count[j];
@@ -85,7 +85,7 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
         for (int64_t i = 0; i < n; i++) {
             const double *g = gt_xywh + 4 * group[i];
             sim[i] = similarity == 0 ? iou(d, g, gt_crowd[group[i]]) : nwd(d, g, nwd_constant);
-            top = fmax(top, sim[i]);
+            top = larger(top, sim[i]);
         }
         if (!(top >= lowest)) continue; /* reaches no box at any threshold */
         int32_t *alike = first_alike + det_gt_start[j] * n_area;

@@ -19,42 +19,41 @@ int32_t bench_tide_match(int64_t n_det, const double *det_xywh, const int64_t *d
                          const int64_t *gt_order, int64_t n_gt, const double *gt_xywh, const int64_t *gt_label,
                          double positive, int64_t *matched, uint8_t *used, double *best_iou, int64_t *best_gt,
                          double *used_cls) {
-    int64_t widest = 1;
-    for (int64_t j = 0; j < n_det; j++)
-        if (det_gt_count[j] > widest) widest = det_gt_count[j];
-    double *sim = malloc(widest * sizeof(double));
-    if (!sim) return -1;
     for (int64_t g = 0; g < n_gt; g++) used[g] = 0;
     for (int pass = 0; pass < 2; pass++) { /* 0: match, 1: what the final used flags give */
         for (int64_t v = 0; v < n_det; v++) {
             int64_t j = visit[v], n = det_gt_count[j];
             const int64_t *group = gt_order + det_gt_start[j];
-            for (int64_t i = 0; i < n; i++) sim[i] = iou(det_xywh + 4 * j, gt_xywh + 4 * group[i], 0);
-            if (pass == 1) {
+            if (pass == 1) { /* only used boxes of the class: their overlaps alone */
                 double top = 0.0;
-                for (int64_t i = 0; i < n; i++)
-                    if (gt_label[group[i]] == det_label[j] && used[group[i]] && sim[i] > top) top = sim[i];
+                for (int64_t i = 0; i < n; i++) {
+                    if (gt_label[group[i]] != det_label[j] || !used[group[i]]) continue;
+                    double o = iou(det_xywh + 4 * j, gt_xywh + 4 * group[i], 0);
+                    if (o > top) top = o;
+                }
                 used_cls[j] = top;
                 continue;
             }
-            /* best[0..2]: same class, other classes, all; argmax semantics: first of the maxima */
-            for (int c = 0; c < 3; c++) {
-                best_iou[c * n_det + j] = 0.0;
-                best_gt[c * n_det + j] = n ? group[0] : -1;
-            }
+            /* best of the same class, the other classes, all; argmax semantics: the first of the maxima (kept
+             * in locals: stores through the output pointers could alias the inputs and cost a write each) */
+            double value[3] = {0.0, 0.0, 0.0};
+            int64_t box[3] = {n ? group[0] : -1, n ? group[0] : -1, n ? group[0] : -1};
             int64_t hit = -1;
             double top = 0.0;
+            const double *d = det_xywh + 4 * j;
+            const int64_t label = det_label[j];
             for (int64_t i = 0; i < n; i++) {
-                int same = gt_label[group[i]] == det_label[j];
-                int c = same ? 0 : 1;
-                keep_best(best_iou + c * n_det + j, best_gt + c * n_det + j, sim[i], group[i]);
-                keep_best(best_iou + 2 * n_det + j, best_gt + 2 * n_det + j, sim[i], group[i]);
-                if (same && !used[group[i]] && sim[i] > top) top = sim[i], hit = group[i];
+                const int64_t g = group[i];
+                const double o = iou(d, gt_xywh + 4 * g, 0);
+                const int same = gt_label[g] == label;
+                keep_best(value + !same, box + !same, o, g);
+                keep_best(value + 2, box + 2, o, g);
+                if (same && !used[g] && o > top) top = o, hit = g;
             }
+            for (int c = 0; c < 3; c++) best_iou[c * n_det + j] = value[c], best_gt[c * n_det + j] = box[c];
             matched[j] = hit >= 0 && top >= positive ? hit : -1;
             if (matched[j] >= 0) used[hit] = 1;
         }
     }
-    free(sim);
     return 0;
 }

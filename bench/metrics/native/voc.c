@@ -5,10 +5,11 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "overlap.h"
 
 static double devkit_iou(const double *d, const double *g) {
-    double iw = fmax(fmin(g[2], d[2]) - fmax(g[0], d[0]) + 1.0, 0.0);
-    double ih = fmax(fmin(g[3], d[3]) - fmax(g[1], d[1]) + 1.0, 0.0);
+    double iw = larger(smaller(g[2], d[2]) - larger(g[0], d[0]) + 1.0, 0.0);
+    double ih = larger(smaller(g[3], d[3]) - larger(g[1], d[1]) + 1.0, 0.0);
     double inters = iw * ih;
     double uni = (d[2] - d[0] + 1.0) * (d[3] - d[1] + 1.0) + (g[2] - g[0] + 1.0) * (g[3] - g[1] + 1.0) - inters;
     return inters / uni;
