@@ -168,8 +168,9 @@ def score_coco(matching: CocoMatching, areas: list[int], params: CocoParams, reg
     """pycocotools' ``accumulate`` and ``summarize`` of one protocol on a shared matching: ``areas`` are the
     matching's range indices of ``params.area_ranges``; ``params.iou_thresholds`` is the matching's grid."""
     n_thr, n_rec, n_cls = len(matching.thresholds), len(RECALL_THRESHOLDS), matching.n_classes
-    k = matching.k_of_class  # cells come in pycocotools' class order; the arrays keep the data set's
-    # built area- and maxDets-major (each cell one contiguous block), returned as views in pycocotools' axes
+    k = matching.k_of_class  # the arrays keep the data set's class order, pycocotools' classes are k
+    # built area- and maxDets-major (each cell one contiguous block, written in place by accumulate), returned
+    # as views in pycocotools' axes
     precision = np.empty((len(areas), len(params.max_dets), n_thr, n_rec, n_cls))
     scores, recall = np.empty_like(precision), np.empty((*precision.shape[:3], n_cls))
     for i, a in enumerate(areas):
@@ -178,9 +179,8 @@ def score_coco(matching: CocoMatching, areas: list[int], params: CocoParams, reg
             if not has_gt.any():
                 precision[i, m] = scores[i, m] = recall[i, m] = -1.0
                 continue
-            cells = matching.cell(a, max_det, regions)
-            for cell, out in zip(cells, (precision, scores, recall), strict=True):
-                np.take(cell, k, axis=-1, out=out[i, m], mode="wrap")  # (k is in range) unbuffered
+            matching.accumulate_into(a, max_det, regions, (precision[i, m], scores[i, m], recall[i, m]))
+            for out in (precision, scores, recall):
                 out[i, m][..., ~has_gt] = -1.0
     precision, scores = (np.moveaxis(x, (0, 1), (3, 4)) for x in (precision, scores))
     recall = np.moveaxis(recall, (0, 1), (2, 3))

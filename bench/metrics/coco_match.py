@@ -136,28 +136,46 @@ class CocoMatching:
         """(K,) regular ground truth of the range per class."""
         return np.bincount(self.gt_k[~self.gt_ignored[area]], minlength=self.n_classes)
 
+    @property
+    def most_ranked(self) -> int:
+        """The largest group size: maxDets at or above it keep every detection."""
+        return self.memo(("most_ranked",), lambda: int(self.rank.max(initial=-1)) + 1)
+
     def cell(self, area: int, max_det: int, regions: bool) -> Cell:
-        """accumulate's precision, scores ``(T, R, K)`` and recall ``(T, K)`` of one cell, cached."""
-        effective = min(int(max_det), int(self.rank.max(initial=-1)) + 1)
-        key = (area, effective, regions and self.in_region is not None)
-        if key not in self._cache:
-            n_thr = len(self.thresholds)
-            bounds = self.matches.bounds
-            lo, hi = bounds[area * n_thr], bounds[(area + 1) * n_thr]
-            m = self.matches
-            entries = (m.thresholds(area, n_thr), m.det[lo:hi], self.status(regions)[lo:hi])
-            n_regular = self.n_regular(area)
-            class_bounds = self.class_bounds()
-            counted, within = ~self.base_ignored(area, regions), self.rank < effective
-            if native.available():
-                rows = bounds[area * n_thr:(area + 1) * n_thr + 1] - lo
-                self._cache[key] = native.accumulate_cell(class_bounds, self.score, within, counted, rows,
-                                                          *entries[1:], n_regular, RECALL_THRESHOLDS)
-            else:
-                needed = needed_true_positives(n_regular, RECALL_THRESHOLDS)
-                self._cache[key] = accumulate_cell(entries, counted, self.det_k, self.score, within,
-                                                   class_bounds, n_thr, needed, n_regular)
-        return self._cache[key]
+        """One cell in arrays of its own (:meth:`accumulate_into`)."""
+        n_thr, n_rec = len(self.thresholds), len(RECALL_THRESHOLDS)
+        out = (np.empty((n_thr, n_rec, self.n_classes)), np.empty((n_thr, n_rec, self.n_classes)),
+               np.empty((n_thr, self.n_classes)))
+        self.accumulate_into(area, max_det, regions, out)
+        return out
+
+    def accumulate_into(self, area: int, max_det: int, regions: bool, out: Cell) -> None:
+        """accumulate's precision, scores ``(T, R, K)`` and recall ``(T, K)`` of one cell, written into
+        ``out`` in the data set's class order. A cell already written (by a protocol sharing the range, or
+        at maxDets no group reaches) is copied from where it was written."""
+        key = ("cell", area, min(int(max_det), self.most_ranked), regions and self.in_region is not None)
+        if key in self._cache:
+            for done, target in zip(self._cache[key], out, strict=True):
+                np.copyto(target, done)
+            return
+        n_thr = len(self.thresholds)
+        m = self.matches
+        lo, hi = m.bounds[area * n_thr], m.bounds[(area + 1) * n_thr]
+        entries = (m.det[lo:hi], self.status(regions)[lo:hi])
+        n_regular = self.n_regular(area)
+        counted, within = ~self.base_ignored(area, regions), self.rank < key[2]
+        if native.available():
+            rows = m.bounds[area * n_thr:(area + 1) * n_thr + 1] - lo
+            column = self.memo(("class_of_k",), lambda: np.argsort(self.k_of_class))
+            native.accumulate_cell(self.class_bounds(), self.score, within, counted, rows, *entries,
+                                   n_regular, RECALL_THRESHOLDS, column, out)
+        else:
+            needed = needed_true_positives(n_regular, RECALL_THRESHOLDS)
+            cell = accumulate_cell((m.thresholds(area, n_thr), *entries), counted, self.det_k, self.score,
+                                   within, self.class_bounds(), n_thr, needed, n_regular)
+            for values, target in zip(cell, out, strict=True):
+                np.take(values, self.k_of_class, axis=-1, out=target, mode="wrap")  # unbuffered (in range)
+        self._cache[key] = out
 
 
 def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],

@@ -86,9 +86,11 @@ def protocol_run(matching: CocoMatching, protocol: SizeProtocol, largest_only: b
         areas = [matching.area_index(lo, hi) for lo, hi in params.area_ranges.values()]
         return score_coco(matching, areas, params, protocol.ignore_regions)
 
+    if largest_only:  # asked for once (a tolerance curve); not kept, so its arrays go with the curve
+        return run()
     # the same run is asked for by the COCO metrics and by the protocol's entry
     return matching.memo(("run", protocol.name, tuple(protocol.buckets.items()), protocol.max_dets,
-                          protocol.ignore_regions, largest_only), run)
+                          protocol.ignore_regions), run)
 
 
 def evaluate_protocol(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],

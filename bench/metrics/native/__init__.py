@@ -30,7 +30,8 @@ _SIGNATURES: dict[str, tuple] = {
     "bench_match_take": ("h", "n", np.uint8, np.uint8, "n", np.uint8, "n", np.int64, np.int32, np.int32,
                          np.int8),
     "bench_accumulate_cell": ("n", "n", "n", "n", np.int64, np.float64, np.uint8, np.uint8, np.int64,
-                              np.int32, np.int8, np.int64, np.float64, np.float64, np.float64, np.float64),
+                              np.int32, np.int8, np.int64, np.float64, np.int64, np.float64, np.float64,
+                              np.float64),
     "bench_resample_area": ("n", "n", np.int64, np.int64, np.uint8, "n", np.int64, np.int32, np.int8, "n",
                             np.int64, np.int64, "n", np.float64, "n", np.int32, np.float64),
     "bench_devkit_best_overlap": ("n", np.float64, np.int64, np.int64, np.int64, np.float64, np.float64,
@@ -116,15 +117,19 @@ def greedy_match(det_xywh: np.ndarray, det_active: np.ndarray, det_gt_start: np.
 
 def accumulate_cell(class_bounds: np.ndarray, score: np.ndarray, within: np.ndarray, counted: np.ndarray,
                     row_bounds: np.ndarray, entry_det: np.ndarray, entry_status: np.ndarray,
-                    n_regular: np.ndarray, recall_thresholds: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision and scores ``(T, R, K)`` and recall ``(T, K)`` of one cell (``accumulate.c``)."""
+                    n_regular: np.ndarray, recall_thresholds: np.ndarray, column: np.ndarray,
+                    out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Precision and scores ``(T, R, K)`` and recall ``(T, K)`` of one cell (``accumulate.c``), written into
+    ``out`` (contiguous float64), class ``k`` into column ``column[k]``."""
     n_cls, n_thr, n_rec = len(class_bounds) - 1, len(row_bounds) - 1, len(recall_thresholds)
-    precision, scores = np.empty((n_thr, n_rec, n_cls)), np.empty((n_thr, n_rec, n_cls))
-    recall = np.empty((n_thr, n_cls))
+    precision, scores, recall = out
+    if precision.shape != (n_thr, n_rec, n_cls) or scores.shape != precision.shape or \
+            recall.shape != (n_thr, n_cls) or not all(x.flags.c_contiguous and x.dtype == np.float64
+                                                      for x in out):
+        raise ValueError("accumulate_cell: out must be contiguous float64 (T, R, K), (T, R, K), (T, K)")
     _call("bench_accumulate_cell", len(score), n_cls, n_thr, n_rec, class_bounds, score, within, counted,
-          row_bounds, entry_det, entry_status, n_regular, recall_thresholds, precision, scores, recall)
-    return precision, scores, recall
+          row_bounds, entry_det, entry_status, n_regular, recall_thresholds, column, precision, scores,
+          recall)
 
 
 def resample_area(class_bounds: np.ndarray, det_image: np.ndarray, counted: np.ndarray,

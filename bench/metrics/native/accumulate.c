@@ -5,7 +5,8 @@
  * The loop form of bench.metrics.accumulate.accumulate_cell, with its inputs: detections in accumulate's
  * order, class_bounds their class starts; an unmatched detection is a false positive where base_counted,
  * else ignored; the matched ones of threshold t are entries row_bounds[t]..row_bounds[t + 1] (sorted by
- * detection) with their own status (0 FP, 1 TP, 2 ignored); within: rank below maxDets. */
+ * detection) with their own status (0 FP, 1 TP, 2 ignored); within: rank below maxDets. Class k's values go
+ * to column column[k] of the outputs (the caller's class order), so they land where they stay. */
 #include <float.h>
 #include <stdlib.h>
 
@@ -21,7 +22,7 @@ int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64
                               const int64_t *class_bounds, const double *score, const uint8_t *within,
                               const uint8_t *base_counted, const int64_t *row_bounds, const int32_t *entry_det,
                               const int8_t *entry_status, const int64_t *n_regular, const double *recall_thr,
-                              double *precision, double *scores, double *recall) {
+                              const int64_t *column, double *precision, double *scores, double *recall) {
     int64_t *base = malloc((n_det + 1) * sizeof(int64_t)); /* counted up to j, within the class */
     int64_t *first = malloc((n_cls + 1) * sizeof(int64_t)); /* first detection below maxDets, or -1 */
     int64_t widest = 1;
@@ -57,12 +58,12 @@ int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64
                 pr[tp - 1] = (double)tp / ((double)(base[j] + correction) + DBL_EPSILON);
                 at[tp - 1] = j;
             }
-            recall[t * n_cls + k] = first[k] < 0 ? 0.0 : (double)tp / npig;
+            recall[t * n_cls + column[k]] = first[k] < 0 ? 0.0 : (double)tp / npig;
             for (int64_t i = tp - 1; i > 0; i--)
                 if (pr[i] > pr[i - 1]) pr[i - 1] = pr[i];
             int64_t p = 0;
             for (int64_t r = 0; r < n_rec; r++) {
-                int64_t out = (t * n_rec + r) * n_cls + k;
+                int64_t out = (t * n_rec + r) * n_cls + column[k];
                 if (recall_thr[r] <= 0.0) { /* position 0 of the class's list */
                     precision[out] = tp ? pr[0] : 0.0;
                     scores[out] = first[k] < 0 ? 0.0 : score[first[k]];

@@ -30,7 +30,7 @@ int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64
                               const int64_t *class_bounds, const double *score, const uint8_t *within,
                               const uint8_t *base_counted, const int64_t *row_bounds, const int32_t *entry_det,
                               const int8_t *entry_status, const int64_t *n_regular, const double *recall_thr,
-                              double *precision, double *scores, double *recall);
+                              const int64_t *column, double *precision, double *scores, double *recall);
 
 /* Resampled per-class AP of one area range at several thresholds, see resample.c. */
 int32_t bench_resample_area(int64_t n_det, int64_t n_cls, const int64_t *class_bounds,
