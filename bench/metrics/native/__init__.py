@@ -137,6 +137,8 @@ def resample_area(class_bounds: np.ndarray, det_image: np.ndarray, counted: np.n
                   gt_image: np.ndarray, gt_class: np.ndarray,
                   recall_thresholds: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Per-class AP ``(rows, B, K)`` under the int weights ``(B, I)`` (``resample.c``)."""
+    if len(recall_thresholds) > 256:
+        raise ValueError("resample_area: the kernel counts recall thresholds in 8 bits (at most 256)")
     n_rows, n_resamples, n_cls = len(row_bounds) - 1, len(weights), len(class_bounds) - 1
     ap = np.empty((n_rows, n_resamples, n_cls))
     by_image = np.asarray(weights, dtype=np.int32).T  # resamples innermost

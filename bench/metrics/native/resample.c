@@ -38,7 +38,9 @@ typedef struct {
     int32_t *base;    /* (queries, B) counted weight of the class up to the query */
     int32_t *npig;    /* (K, B) weighted regular boxes */
     int64_t *offset;  /* (K * B + 1,) start of each (class, resample) block of reach */
-    int32_t *reach;   /* reach[offset + c]: recall thresholds r > 0 reached by c true positives */
+    uint8_t *reach;   /* reach[offset + c]: recall thresholds r > 0 reached by c true positives (at most
+                       * 255: 8 bits keep a class's blocks in the first-level cache, its reads being the
+                       * kernel's bottleneck) */
     int32_t *true_w, *correction, *served;
     double *pr, *envelope, *total;
 } Scratch;
@@ -63,24 +65,31 @@ static int64_t class_ap(const Scratch *s, int64_t B, int64_t n_cls, int64_t n_re
         if (change)
             for (int64_t b = 0; b < B; b++) s->correction[b] += change * w[b];
         if (entry_status[e] != BENCH_TP) continue;
-        const int32_t *at = s->base + (int64_t)s->query[j] * B;
-        double *p = s->pr + n_tp * B;
-        int32_t *served = s->served + n_tp * B;
+        /* two loops: the arithmetic one vectorises (the arrays are distinct: restrict), the table reads
+         * (a gather) stay scalar */
+        const int32_t *restrict at = s->base + (int64_t)s->query[j] * B, *restrict shift = s->correction;
+        const int32_t *restrict add = w;
+        int32_t *restrict true_w = s->true_w, *restrict served = s->served + n_tp * B;
+        double *restrict p = s->pr + n_tp * B;
         for (int64_t b = 0; b < B; b++) {
-            int32_t c = s->true_w[b] += w[b];
-            p[b] = (double)c / ((double)(at[b] + s->correction[b]) + DBL_EPSILON);
-            served[b] = s->reach[block[b] + c] - s->reach[block[b] + c - w[b]];
+            int32_t c = true_w[b] += add[b];
+            p[b] = (double)c / ((double)(at[b] + shift[b]) + DBL_EPSILON);
+        }
+        for (int64_t b = 0; b < B; b++) {
+            const uint8_t *reach = s->reach + block[b] + true_w[b];
+            served[b] = (int32_t)reach[0] - (int32_t)reach[-add[b]];
         }
         n_tp++;
     }
     if (!n_tp) return e;
     for (int64_t b = 0; b < B; b++) s->envelope[b] = s->total[b] = 0.0;
+    double *restrict envelope = s->envelope, *restrict total = s->total;
     for (int64_t i = n_tp - 1; i >= 0; i--) {
-        const double *p = s->pr + i * B;
-        const int32_t *served = s->served + i * B;
+        const double *restrict p = s->pr + i * B;
+        const int32_t *restrict served = s->served + i * B;
         for (int64_t b = 0; b < B; b++) {
-            s->envelope[b] = p[b] > s->envelope[b] ? p[b] : s->envelope[b];
-            s->total[b] += s->envelope[b] * (double)served[b];
+            envelope[b] = p[b] > envelope[b] ? p[b] : envelope[b];
+            total[b] += envelope[b] * (double)served[b];
         }
     }
     for (int64_t b = 0; b < B; b++)
@@ -139,11 +148,11 @@ int32_t bench_resample_area(int64_t n_det, int64_t n_cls, const int64_t *class_b
     }
     s.offset[0] = 0;
     for (int64_t kb = 0; kb < n_cls * B; kb++) s.offset[kb + 1] = s.offset[kb] + s.npig[kb] + 1;
-    s.reach = calloc(s.offset[n_cls * B] + 1, sizeof(int32_t));
+    s.reach = calloc(s.offset[n_cls * B] + 1, sizeof(uint8_t));
     if (!s.reach) goto fail;
     for (int64_t kb = 0; kb < n_cls * B; kb++) {
         if (s.npig[kb] == 0) continue;
-        int32_t *block = s.reach + s.offset[kb];
+        uint8_t *block = s.reach + s.offset[kb];
         for (int64_t r = 1; r < n_rec; r++) block[needed(recall_thr[r], (double)s.npig[kb])]++;
         for (int64_t c = 1; c <= s.npig[kb]; c++) block[c] += block[c - 1];
     }
