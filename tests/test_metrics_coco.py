@@ -168,6 +168,29 @@ def test_per_class_ap_from_precision_array(shared_data: Path) -> None:
             assert row["n_gt"] == 0 and np.isnan(row["AP"])
 
 
+def test_per_class_aps_at_once_equal_class_ap_bit_for_bit() -> None:
+    from dataclasses import replace
+
+    from bench.metrics.evaluation import _class_aps
+    gt_dict, dets = random_problem(5)
+    category_ids = [c["id"] for c in gt_dict["categories"]]
+    det = CocoBoxes.detections(np.array([d["image_id"] for d in dets]),
+                               np.array([category_ids.index(d["category_id"]) for d in dets]),
+                               np.array([d["bbox"] for d in dets]), np.array([d["score"] for d in dets]))
+    coco = evaluate_coco(CocoBoxes.ground_truth_from_coco(gt_dict, category_ids), det,
+                         np.array([i["id"] for i in gt_dict["images"]]), category_ids)
+    odd = coco.precision.copy()
+    odd[0, :3, 1, 0, -1] = -1  # part of a block undefined: not pycocotools' arrays, the one-by-one path
+    keys = {"AP": (None, "all"), "AP50": (0.5, "all"), "AP75": (0.75, "all"), "APs": (None, "small"),
+            "APm": (None, "medium"), "APl": (None, "large")}
+    for ev in (coco, replace(coco, precision=odd)):
+        got = _class_aps(ev)
+        for key, (iou, area) in keys.items():
+            expected = [ev.class_ap(c, iou, area) for c in range(len(category_ids))]
+            np.testing.assert_array_equal(got[key], expected, strict=True)
+        assert np.isnan(got["AP"]).any() and not np.isnan(got["AP"]).all()
+
+
 def test_detections_of_class_without_gt_do_not_lower_map(tmp_path: Path) -> None:
     gt_dict, dets = random_problem(3)
     gt_path = _write(tmp_path / "gt.json", gt_dict)

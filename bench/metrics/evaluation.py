@@ -172,12 +172,33 @@ def _per_class(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResults
                voc_aps: list[VocAP]) -> list[dict[str, Any]]:
     n_gt = np.bincount(truth.label[~truth.iscrowd], minlength=gt.num_classes)
     n_det = np.bincount(dets.label, minlength=gt.num_classes)
+    aps = _class_aps(coco)
     return [{"class": name, "n_gt": int(n_gt[c]), "n_det": int(n_det[c]),
-             "AP": coco.class_ap(c), "AP50": coco.class_ap(c, 0.5), "AP75": coco.class_ap(c, 0.75),
-             "APs": coco.class_ap(c, area="small"), "APm": coco.class_ap(c, area="medium"),
-             "APl": coco.class_ap(c, area="large"),
+             **{key: float(values[c]) for key, values in aps.items()},
              "voc_ap_11pt": voc_aps[c].ap_11pt, "voc_ap_allpt": voc_aps[c].ap_allpt}
             for c, name in enumerate(gt.classes)]
+
+
+def _class_aps(coco: CocoEvaluation) -> dict[str, np.ndarray]:
+    """AP, AP50, AP75, APs, APm, APl of every class (:meth:`CocoEvaluation.class_ap`, NaN without ground
+    truth) at once. A class's (area range) block of the arrays is all -1 or all valid, so each value is the
+    mean of one row of a contiguous copy: the same pairwise sum over the same values as ``class_ap``."""
+    areas = list(coco.params.area_ranges)
+    wanted = {"AP": (None, "all"), "AP50": (0.5, "all"), "AP75": (0.75, "all"), "APs": (None, "small"),
+              "APm": (None, "medium"), "APl": (None, "large")}
+    p = np.ascontiguousarray(np.moveaxis(coco.precision[..., -1], (2, 3), (0, 1)))  # (K, A, T, R)
+    valid = p > -1
+    if not (valid.all(axis=(2, 3)) | ~valid.any(axis=(2, 3))).all():  # not pycocotools' arrays: one by one
+        return {key: np.array([coco.class_ap(c, iou, area) for c in range(p.shape[0])])
+                for key, (iou, area) in wanted.items()}
+    out = {}
+    for key, (iou, area) in wanted.items():
+        block = p[:, areas.index(area)]
+        block = block.reshape(len(p), -1) if iou is None else block[:, coco.params.threshold_index(iou)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[key] = np.where(valid[:, areas.index(area)].any(axis=(1, 2)),
+                                np.add.reduce(block, axis=1) / block.shape[1], np.nan)
+    return out
 
 
 def _split_by_class(labels_in_order: np.ndarray, n_cls: int) -> list[np.ndarray]:
