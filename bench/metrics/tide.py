@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.metrics import native
-from bench.metrics.accumulate import segmented_suffix_max
 from bench.metrics.groups import (
     columns,
     group_sizes,
@@ -42,6 +41,7 @@ from bench.metrics.groups import (
     sort_by_group_then_score,
 )
 from bench.metrics.matching import coco_iou
+from bench.metrics.tide_ap import Points, ap_at_true_positives, mean_ap, tide_ap
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
 SPECIAL_TYPES = ("FalsePos", "FalseNeg")
@@ -55,55 +55,6 @@ class _Errors:
     det: np.ndarray  # detection index, -1 for Miss
     gt: np.ndarray  # ground-truth index for Loc / Cls / Miss, else -1
     fixable: np.ndarray  # Loc / Cls: the box is unused and this is its highest-scoring claimant
-
-
-@dataclass(frozen=True)
-class _Points:
-    cls: np.ndarray
-    score: np.ndarray
-    correct: np.ndarray
-    key: np.ndarray  # insertion order (tidecv breaks score ties by it)
-
-
-def tide_ap(points: _Points, n_classes: int, gt_positives: np.ndarray) -> float:
-    """tidecv's mAP (percent) of data points; classes with neither points nor positives are skipped."""
-    order = ordered_by([points.cls], points.score, (points.key,))
-    return sorted_ap(points.cls[order], points.correct[order], n_classes, gt_positives)
-
-
-def sorted_ap(cls: np.ndarray, correct: np.ndarray, n_classes: int, gt_positives: np.ndarray) -> float:
-    """:func:`tide_ap` of points already in tidecv's order (class, descending score, insertion order)."""
-    bounds = np.searchsorted(cls, np.arange(n_classes + 1))
-    tp = np.flatnonzero(correct)
-    return _ap_at_true_positives(cls[tp], tp - bounds[:-1][cls[tp]] + 1, np.diff(bounds), n_classes,
-                                 gt_positives)
-
-
-def _ap_at_true_positives(tp_cls: np.ndarray, tp_position: np.ndarray, n_points: np.ndarray, n_classes: int,
-                          gt_positives: np.ndarray) -> float:
-    """tidecv's mAP from its true positives alone: class, 1-based position among the class's points (both in
-    tidecv's order) and the number of points per class. Every recall sample lands on a true positive (the
-    true count grows only there), and between two true positives precision only falls, so the precision
-    envelope at a true positive is the running maximum over the later true positives; recall 0 takes the
-    class's first point, whose envelope is the class maximum (0 without a true positive)."""
-    present = (n_points > 0) | (gt_positives > 0)
-    if not present.any():
-        return 0.0
-    tp_bounds = np.searchsorted(tp_cls, np.arange(n_classes + 1))
-    n_tp = np.diff(tp_bounds)
-    true_here = np.arange(len(tp_cls)) - tp_bounds[:-1][tp_cls] + 1
-    precision = segmented_suffix_max(true_here / tp_position, tp_cls)
-    x = np.array([i / 100 for i in range(101)])
-    npos = np.maximum(gt_positives, 1).astype(np.float64)
-    needed = np.ceil(x[None, :] * npos[:, None])
-    needed = np.where((needed > 0) & ((needed - 1) / npos[:, None] >= x[None, :]), needed - 1, needed)
-    needed = np.where(needed / npos[:, None] < x[None, :], needed + 1, needed).astype(np.int64)
-    # the needed-th true positive of the class (the first one for recall 0)
-    where = tp_bounds[:-1, None] + np.maximum(needed, 1) - 1
-    inside = np.where(needed > 0, needed <= n_tp[:, None], (n_points > 0)[:, None]) & (n_tp > 0)[:, None]
-    y = np.where(inside, precision[np.minimum(where, max(len(tp_cls) - 1, 0))] if len(tp_cls) else 0.0, 0.0)
-    ap = np.where(gt_positives > 0, y.sum(axis=1) / 101 * 100, 0.0)
-    return float(ap[present].mean())
 
 
 def _match_images(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, det_xywh: np.ndarray,
@@ -193,7 +144,7 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
     has_gt = np.bincount(r_image, minlength=int(det_image.max(initial=-1)) + 1)[det_image] > 0 \
         if len(det_image) else np.zeros(0, bool)
     errors = _classify(run_order, matched, has_gt, best, used_cls, used, det_score, len(r_label))
-    points = _Points(det_label[~ignored], det_score[~ignored], matched[~ignored] >= 0,
+    points = Points(det_label[~ignored], det_score[~ignored], matched[~ignored] >= 0,
                      _rank_of(run_order)[~ignored])
     positives = np.bincount(r_label, minlength=n_classes)
     base = tide_ap(points, n_classes, positives)
@@ -280,7 +231,8 @@ class _Fixes:
         self.key = np.r_[np.arange(n_err), np.arange(n_err), n_err + np.arange(len(tp))]
         self.order = ordered_by([self.cls], self.score, (self.key,))
         self.sorted_cls = self.cls[self.order]
-        self.sorted_tp = np.flatnonzero(self.correct[self.order])  # positions of the order that are correct
+        self.sorted_correct = self.correct[self.order]
+        self.sorted_tp = np.flatnonzero(self.sorted_correct)  # positions of the order that are correct
         self.class_bounds = np.searchsorted(self.sorted_cls, np.arange(n_classes + 1))
         self.n_err, self.n_tp = n_err, len(tp)
 
@@ -294,13 +246,16 @@ class _Fixes:
         np.subtract.at(positives, self.gt_label[self.errors.gt[miss_fixed]], 1)
         chosen = np.r_[~fix & self.original, fix & self.fixable_tp, np.ones(self.n_tp, bool)]
         if perfect_scores:  # FalsePositiveError.fix: true positives score 1, false positives 0
-            points = _Points(self.cls[chosen], self.correct[chosen].astype(np.float64), self.correct[chosen],
+            points = Points(self.cls[chosen], self.correct[chosen].astype(np.float64), self.correct[chosen],
                              self.key[chosen])
             return tide_ap(points, self.n_classes, positives)
+        if native.available():  # the loop over the sorted points, in tide.c
+            return mean_ap(*native.tide_fix_ap(self.class_bounds, self.order, self.sorted_correct, chosen,
+                                                positives), positives)
         in_order = chosen[self.order]
         n_chosen = np.r_[0, np.cumsum(in_order)]  # chosen points before each position of the order
         tp = self.sorted_tp[in_order[self.sorted_tp]]
         cls = self.sorted_cls[tp]
         before_class = n_chosen[self.class_bounds]
-        return _ap_at_true_positives(cls, n_chosen[tp + 1] - before_class[:-1][cls], np.diff(before_class),
+        return ap_at_true_positives(cls, n_chosen[tp + 1] - before_class[:-1][cls], np.diff(before_class),
                                      self.n_classes, positives)

@@ -36,6 +36,7 @@ _SIGNATURES: dict[str, tuple] = {
                             np.int64, np.int64, "n", np.float64, "n", np.int32, np.float64),
     "bench_devkit_best_overlap": ("n", np.float64, np.int64, np.int64, np.int64, np.float64, np.float64,
                                   np.int64),
+    "bench_tide_fix_ap": ("n", np.int64, np.int64, np.uint8, np.uint8, np.int64, np.float64, np.int64),
     "bench_tide_match": ("n", np.float64, np.int64, np.int64, np.int64, np.int64, np.int64, "n", np.float64,
                          np.int64, "f", np.int64, np.uint8, np.float64, np.int64, np.float64),
 }
@@ -159,6 +160,15 @@ def tide_match(det_xywh: np.ndarray, det_label: np.ndarray, visit: np.ndarray, d
     _call("bench_tide_match", n_det, det_xywh, det_label, visit, det_gt_start, det_gt_count, gt_order, n_gt,
           gt_xywh, gt_label, positive, matched, used, best_iou, best_gt, used_cls)
     return matched, used.astype(bool), best_iou, best_gt, used_cls
+
+
+def tide_fix_ap(class_bounds: np.ndarray, order: np.ndarray, correct: np.ndarray, chosen: np.ndarray,
+                positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """tidecv's recall samples ``(K, 101)`` and kept points per class of one fix (``tide.c``)."""
+    n_cls = len(class_bounds) - 1
+    y, n_points = np.empty((n_cls, 101)), np.empty(n_cls, dtype=np.int64)
+    _call("bench_tide_fix_ap", n_cls, class_bounds, order, correct, chosen, positives, y, n_points)
+    return y, n_points
 
 
 def devkit_best_overlap(det_boxes: np.ndarray, det_gt_start: np.ndarray, det_gt_count: np.ndarray,

@@ -47,6 +47,11 @@ int32_t bench_tide_match(int64_t n_det, const double *det_xywh, const int64_t *d
                          double positive, int64_t *matched, uint8_t *used, double *best_iou, int64_t *best_gt,
                          double *used_cls);
 
+/* tidecv's recall samples (K, 101) of one fix of the TIDE errors, see tide.c. */
+int32_t bench_tide_fix_ap(int64_t n_cls, const int64_t *class_bounds, const int64_t *order,
+                          const uint8_t *correct, const uint8_t *chosen, const int64_t *positives,
+                          double *y, int64_t *n_points);
+
 /* The VOC devkit's highest-overlap box per detection, see voc.c. */
 void bench_devkit_best_overlap(int64_t n_det, const double *det_boxes, const int64_t *det_gt_start,
                                const int64_t *det_gt_count, const int64_t *gt_order, const double *gt_boxes,
