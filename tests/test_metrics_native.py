@@ -20,6 +20,7 @@ from bench.metrics.accumulate import FP, IGNORED, TP
 from bench.metrics.bootstrap import resample_weights
 from bench.metrics.coco import score_coco
 from bench.metrics.coco_match import match_coco
+from bench.metrics.confusion import confusion_matrix
 from bench.metrics.nwd import nwd
 from bench.metrics.protocols import TOLERANCE_THRESHOLDS, get_protocol
 from bench.metrics.resample import resampled_ap
@@ -102,6 +103,26 @@ def test_tide_equals_the_numpy_form(seed: int, monkeypatch: pytest.MonkeyPatch) 
         len(cats), buckets))
     assert kernel == reference
     assert sum(reference["counts"].values()) > 20
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_confusion_matrix_equals_the_numpy_form(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    truth, dets, _, cats = boxes(*random_problem(seed))
+    n = min(40, len(truth.label))  # every box twice more, once as another class: IoU ties in both passes
+    xywh = np.r_[truth.xywh, truth.xywh[:n], truth.xywh[:n]]
+    label = np.r_[truth.label, truth.label[:n], (truth.label[:n] + 1) % len(cats)]
+    image = np.r_[truth.image_id, truth.image_id[:n], truth.image_id[:n]]
+    crowd = np.r_[truth.iscrowd, np.zeros(2 * n, bool)]
+
+    def xyxy(b: np.ndarray) -> np.ndarray:
+        return np.c_[b[:, :2], b[:, :2] + b[:, 2:]]
+
+    reference, kernel = both(monkeypatch, lambda: confusion_matrix(
+        [f"c{c}" for c in cats], xyxy(xywh), label, image, crowd, xyxy(dets.xywh), dets.label, dets.image_id,
+        dets.weight, score_thresh=0.05).matrix)
+    assert np.array_equal(reference, kernel)
+    off_diagonal = reference[:-1, :-1].sum() - np.trace(reference[:-1, :-1])
+    assert np.trace(reference) > 10 and off_diagonal > 0
 
 
 @pytest.mark.parametrize("seed", range(3))

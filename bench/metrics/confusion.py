@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.metrics.groups import Columns, columns, group_slots, rank_within_group, sort_by_group_then_score
+from bench.metrics import native
+from bench.metrics.groups import (
+    Columns,
+    columns,
+    group_slots,
+    group_table,
+    rank_within_group,
+    sort_by_group_then_score,
+)
 from bench.metrics.matching import greedy_match
 
 DEFINITION = ("rows = ground truth, columns = prediction; last row/column = background. One-to-one matching "
@@ -84,12 +92,10 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
             pending = np.flatnonzero(matched < 0)
             free[matched[matched >= 0]] = False
         dets, boxes = keep[pending], np.flatnonzero(free)
-        group = group_of_det[pending]
-        rank = rank_within_group(group, sort_by_group_then_score(group, det_score[dets]))
-        found = greedy_match(det_boxes[dets], group, rank, len(dets) + 1, gt_boxes[regular[boxes]],
-                             group_of_gt[boxes], np.zeros(len(boxes), bool), np.zeros((1, len(boxes)), bool),
-                             threshold, _plain_iou)
-        matched[pending[found.det]] = boxes[found.gt]
+        found_det, found_gt = _greedy(np.take(det_boxes, dets, axis=0), group_of_det[pending],
+                                      det_score[dets], np.take(gt_boxes, regular[boxes], axis=0),
+                                      group_of_gt[boxes], threshold)
+        matched[pending[found_det]] = boxes[found_gt]
     is_match = matched >= 0
     on_ignored = np.zeros(len(keep), dtype=bool)
     ignored = np.flatnonzero(gt_ignored)
@@ -108,6 +114,26 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
     matrix = np.bincount(rows * (n_cls + 1) + cols, minlength=(n_cls + 1) ** 2).reshape(n_cls + 1, n_cls + 1)
     return ConfusionMatrix([*classes, "background"], matrix.astype(np.int64), float(score_thresh),
                            float(iou_thresh))
+
+
+def _greedy(det_boxes: np.ndarray, det_group: np.ndarray, det_score: np.ndarray, gt_boxes: np.ndarray,
+            gt_group: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(detection, box) of every match of the greedy scan at one IoU threshold: the compiled matcher
+    (``native/match.c``, plain IoU, detections visited group by group in score order) or its NumPy form."""
+    visit = sort_by_group_then_score(det_group, det_score)
+    n_gt = len(gt_group)
+    if native.available() and len(visit) and n_gt:
+        order, start, count = group_table(gt_group, det_group[visit])
+        no_gt, no_det = np.zeros((1, n_gt), dtype=bool), np.zeros((1, len(visit)), dtype=bool)
+        _, det, gt, _ = native.greedy_match(  # no crowd, nothing ignored, every box credited, one range
+            np.take(det_boxes, visit, axis=0), np.ones(len(visit), bool), start, count, order, gt_boxes,
+            no_gt[0], no_gt, np.ones(n_gt, bool), no_det, np.minimum(threshold, 1 - 1e-10), "plain_iou",
+            0.0)  # (the NumPy matcher's min(t, 1 - 1e-10))
+        return visit[det], gt.astype(np.int64)
+    found = greedy_match(det_boxes, det_group, rank_within_group(det_group, visit), len(det_group) + 1,
+                         gt_boxes, gt_group, np.zeros(n_gt, bool), np.zeros((1, n_gt), bool), threshold,
+                         _plain_iou)
+    return found.det, found.gt
 
 
 def _plain_iou(det: Columns, gt: Columns, _crowd: np.ndarray) -> np.ndarray:

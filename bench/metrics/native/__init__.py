@@ -98,7 +98,8 @@ def greedy_match(det_xywh: np.ndarray, det_active: np.ndarray, det_gt_start: np.
                  gt_ignored: np.ndarray, gt_credited: np.ndarray, det_outside: np.ndarray, limits: np.ndarray,
                  similarity: str, nwd_constant: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every match (``match.c``) as rows (area range, threshold): row bounds ``(A * T + 1,)`` and, per
+    """Every match (``match.c``; ``similarity``: ``iou`` and ``nwd`` of ``x, y, w, h`` boxes, ``plain_iou``
+    of ``x1, y1, x2, y2`` ones) as rows (area range, threshold): row bounds ``(A * T + 1,)`` and, per
     match, detection and ground truth (int32) and status before ignore regions (int8). Each group's
     detections must come in rank order (accumulate's order has them so)."""
     if max(len(det_xywh), len(gt_xywh)) >= 2**31:
@@ -107,7 +108,7 @@ def greedy_match(det_xywh: np.ndarray, det_active: np.ndarray, det_gt_start: np.
     n_area, n_gt = gt_ignored.shape
     size = _call("bench_match_greedy", len(det_xywh), det_xywh, det_active, det_gt_start, det_gt_count,
                  gt_order, n_gt, gt_xywh, gt_crowd, gt_ignored, n_area, len(limits), limits,
-                 {"iou": 0, "nwd": 1}[similarity], nwd_constant, ctypes.byref(handle))
+                 {"iou": 0, "nwd": 1, "plain_iou": 2}[similarity], nwd_constant, ctypes.byref(handle))
     bounds = np.empty(n_area * len(limits) + 1, dtype=np.int64)
     det, gt = np.empty(size, dtype=np.int32), np.empty(size, dtype=np.int32)
     status = np.empty(size, dtype=np.int8)

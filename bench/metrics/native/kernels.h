@@ -15,7 +15,9 @@
 #define BENCH_TP 1
 #define BENCH_IGNORED 2
 
-/* Greedy matching, see match.c. Returns the number of matches, or -1 when memory ran out. */
+/* Greedy matching, see match.c. similarity: 0 COCO IoU (x, y, w, h boxes, crowd rule), 1 NWD (x, y, w, h),
+ * 2 plain IoU (x1, y1, x2, y2: the confusion matrix). Returns the number of matches, or -1 when memory ran
+ * out. */
 int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t *det_active,
                            const int64_t *det_gt_start, const int64_t *det_gt_count, const int64_t *gt_order,
                            int64_t n_gt, const double *gt_xywh, const uint8_t *gt_crowd,

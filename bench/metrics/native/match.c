@@ -84,7 +84,8 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
         double top = -INFINITY;
         for (int64_t i = 0; i < n; i++) {
             const double *g = gt_xywh + 4 * group[i];
-            sim[i] = similarity == 0 ? iou(d, g, gt_crowd[group[i]]) : nwd(d, g, nwd_constant);
+            sim[i] = similarity == 0 ? iou(d, g, gt_crowd[group[i]])
+                     : similarity == 1 ? nwd(d, g, nwd_constant) : plain_iou(d, g);
             top = larger(top, sim[i]);
         }
         if (!(top >= lowest)) continue; /* reaches no box at any threshold */

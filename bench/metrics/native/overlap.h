@@ -20,6 +20,14 @@ static inline double iou(const double *d, const double *g, int crowd) {
     return inter / uni;
 }
 
+/* bench.metrics.confusion.box_iou: plain IoU of x1, y1, x2, y2 boxes, the same expression. */
+static inline double plain_iou(const double *d, const double *g) {
+    double inter = larger(smaller(d[2], g[2]) - larger(d[0], g[0]), 0.0) *
+                   larger(smaller(d[3], g[3]) - larger(d[1], g[1]), 0.0);
+    double uni = (d[2] - d[0]) * (d[3] - d[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter;
+    return uni > 0 ? inter / uni : 0.0;
+}
+
 /* bench.metrics.nwd.nwd: the same expression. */
 static inline double nwd(const double *d, const double *g, double constant) {
     double cx = (d[0] + d[2] / 2) - (g[0] + g[2] / 2);
