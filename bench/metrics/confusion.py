@@ -120,9 +120,11 @@ def _greedy(det_boxes: np.ndarray, det_group: np.ndarray, det_score: np.ndarray,
             gt_group: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(detection, box) of every match of the greedy scan at one IoU threshold: the compiled matcher
     (``native/match.c``, plain IoU, detections visited group by group in score order) or its NumPy form."""
-    visit = sort_by_group_then_score(det_group, det_score)
     n_gt = len(gt_group)
-    if native.available() and len(visit) and n_gt:
+    if not (n_gt and len(det_group)):  # (pass 2 on a dense image set: every box taken by pass 1)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    visit = sort_by_group_then_score(det_group, det_score)
+    if native.available():
         order, start, count = group_table(gt_group, det_group[visit])
         no_gt, no_det = np.zeros((1, n_gt), dtype=bool), np.zeros((1, len(visit)), dtype=bool)
         _, det, gt, _ = native.greedy_match(  # no crowd, nothing ignored, every box credited, one range
