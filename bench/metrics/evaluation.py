@@ -32,7 +32,7 @@ from bench.metrics.detections import DetectionResults
 from bench.metrics.ignore import dataset_ignore_regions, in_ignore_regions
 from bench.metrics.parallel import reaped, run_beside
 from bench.metrics.protocols import get_protocol
-from bench.metrics.result import Curves, EvaluationResult
+from bench.metrics.result import ROC_COLUMNS, Curves, EvaluationResult
 from bench.metrics.small_objects import (
     DEFAULT_SETTINGS,
     SmallObjectSettings,
@@ -154,6 +154,7 @@ def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResu
     voc_aps = [devkit_ap(matches.tp[idx], matches.fp[idx], int(n_positive[c]))
                for c, idx in enumerate(in_class)]
     roc = _roc_curves(matches, dets, in_class, n_positive, len(truth.image_ids))
+    roc.csv_text(list(gt.classes), ROC_COLUMNS)  # its file's text too (the largest file), kept in ``roc``
     confusion = confusion_matrix(gt.classes, truth.boxes, truth.label, truth.image, ignored, dets.boxes,
                                  dets.label, det_image, dets.score, score_thresh=confusion_score,
                                  iou_thresh=confusion_iou)

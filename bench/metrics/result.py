@@ -40,12 +40,18 @@ class Curves:
     """Curves as columns: ``label`` (class index) plus float columns named as in the CSV."""
 
     label: np.ndarray
-    columns: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray]  # (curves are not changed once built: their text is kept)
+    _text: dict = field(default_factory=dict, repr=False, compare=False)  # csv_text per (classes, names)
 
-    def write_csv(self, path: Path, classes: list[str], names: tuple[str, ...]) -> None:
+    def csv_text(self, classes: list[str], names: tuple[str, ...]) -> str:
         """The ``csv`` module's text (its quoting of class names, ``repr`` floats, ``\r\n``), built as one
         string, each distinct float (by its bits: -0.0 stays -0.0) formatted once: curves repeat few values
-        (scores, counts over a fixed denominator), so this is 2x faster than formatting every cell."""
+        (scores, counts over a fixed denominator), so this is 2x faster than formatting every cell. Kept once
+        built: the evaluator builds the ROC text in its side process, beside the matching."""
+        key = (tuple(classes), names)
+        if key in self._text:
+            return self._text[key]
+
         def row(values: list[Any] | tuple[Any, ...]) -> str:
             buffer = io.StringIO()
             csv.writer(buffer).writerow(values)
@@ -59,8 +65,12 @@ class Curves:
             text = np.asarray([repr(v) for v in bits.view(np.float64).tolist()], dtype=object)
             columns.append(text[where.reshape(-1)].tolist())
         body = "".join(map((",".join(["{}"] * len(names)) + "\r\n").format, *columns))
+        self._text[key] = row(names) + body
+        return self._text[key]
+
+    def write_csv(self, path: Path, classes: list[str], names: tuple[str, ...]) -> None:
         with path.open("w", newline="", encoding="utf-8") as f:
-            f.write(row(names) + body)
+            f.write(self.csv_text(classes, names))
 
     @classmethod
     def read_csv(cls, path: Path, classes: list[str], names: tuple[str, ...]) -> Curves:
