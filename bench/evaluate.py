@@ -12,21 +12,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from bench.data.coco import read_coco
+from bench.data.coco import CocoAnnotations, read_coco_annotations
 from bench.data.records import DetectionDataset
 from bench.data.voc import read_voc
 from bench.errors import BenchInputError
-from bench.io import read_json
 from bench.metrics import DetectionResults, EvaluationResult, evaluate
 from bench.metrics.protocols import PROTOCOLS
 from bench.metrics.small_objects import DEFAULT_SETTINGS, SmallObjectSettings
 
 
 def read_ground_truth(gt: Path, split: str | None = None, image_root: Path | None = None
-                      ) -> tuple[DetectionDataset, dict[str, Any] | None]:
-    """The data set, plus the raw COCO dict when GT is a COCO file (its exact boxes feed the COCO metrics)."""
+                      ) -> tuple[DetectionDataset, CocoAnnotations | None]:
+    """The data set, plus the annotations' columns when GT is a COCO file (its exact boxes feed the COCO
+    metrics)."""
     if not gt.exists():
         raise BenchInputError(gt, "ground truth not found")
     if gt.is_dir():
@@ -36,8 +35,7 @@ def read_ground_truth(gt: Path, split: str | None = None, image_root: Path | Non
         return ds, None
     if split is not None:
         raise BenchInputError(gt, "--split applies to a VOCdevkit root, not to a COCO file")
-    data = read_json(gt)  # parsed once: the data set and the COCO metrics' exact boxes both come from it
-    return read_coco(gt, image_root=image_root, data=data), data
+    return read_coco_annotations(gt, image_root=image_root)  # the data set and the COCO metrics' boxes
 
 
 def run(gt: Path, dt: Path, out: Path, *, split: str | None = None, image_root: Path | None = None,

@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from bench.data.coco import read_coco, write_coco
+from bench.data.coco import read_coco, read_coco_annotations, write_coco
 from bench.metrics import DetectionResults, evaluate
 from bench.metrics.coco import SUMMARY_KEYS, CocoBoxes, evaluate_coco
 
@@ -101,9 +101,12 @@ def test_public_path_equals_pycocotools_on_files(tmp_path: Path, seed: int) -> N
     gt_path, dt_path = tmp_path / "gt.json", tmp_path / "dt.json"
     gt_path.write_text(json.dumps(gt_dict))
     dt_path.write_text(json.dumps(dets))
-    ds = read_coco(gt_path)
-    result = evaluate(ds, DetectionResults.from_coco_json(dt_path, ds), coco_gt=gt_dict)
-    assert as_pycocotools(result.coco) == list(pycocotools_eval(gt_path, dt_path).stats)
+    ds, columns = read_coco_annotations(gt_path)
+    reference = list(pycocotools_eval(gt_path, dt_path).stats)
+    dets = DetectionResults.from_coco_json(dt_path, ds)
+    for coco_gt in (gt_dict, columns):  # the dict, or the columns read_coco parsed (bench.evaluate's path)
+        result = evaluate(ds, dets, coco_gt=coco_gt, small_objects=None)
+        assert as_pycocotools(result.coco) == reference
 
 
 def test_dataset_path_equals_pycocotools_on_exported_files(tmp_path: Path) -> None:
@@ -166,6 +169,23 @@ def test_per_class_ap_from_precision_array(shared_data: Path) -> None:
             assert row["AP50"] == np.mean(p[0][p[0] > -1])
         else:
             assert row["n_gt"] == 0 and np.isnan(row["AP"])
+
+
+def test_ground_truth_from_parsed_columns_equals_from_the_dict(tmp_path: Path) -> None:
+    """bench.evaluate scores the columns read_coco parsed; they are the dict's numbers, ids of 0 in any form
+    uncredited (pycocotools stores a match as the id), a missing area w * h."""
+    gt_dict, _ = random_problem(7)
+    anns = gt_dict["annotations"]
+    anns[0]["id"], anns[1]["id"], anns[2]["id"] = 0, 0.0, False
+    del anns[3]["id"], anns[4]["area"]
+    anns[5]["bbox"] = [0.1, 0.2, 0.30000000000000004, 0.7]  # x + w - x != w
+    ds, columns = read_coco_annotations(_write(tmp_path / "gt.json", gt_dict))
+    cats = list(ds.category_ids)
+    from_columns, from_dict = (CocoBoxes.ground_truth_from_coco(x, cats) for x in (columns, gt_dict))
+    for name in ("image_id", "label", "xywh", "weight", "iscrowd"):
+        np.testing.assert_array_equal(getattr(from_columns, name), getattr(from_dict, name), strict=True)
+    np.testing.assert_array_equal(from_columns.ann_id != 0, [a.get("id", 1) != 0 for a in anns])
+    assert (from_columns.ann_id == 0).sum() == 3
 
 
 def test_per_class_aps_at_once_equal_class_ap_bit_for_bit() -> None:

@@ -21,14 +21,14 @@ than the parse itself.
 from __future__ import annotations
 
 import json
-from itertools import chain
-from operator import itemgetter, methodcaller
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from bench.boxes import xywh_to_xyxy, xyxy_to_xywh
+from bench.data.json_columns import MISSING, column, numeric, unique_ids
 from bench.data.records import DetectionDataset, ImageRecord
 from bench.errors import BenchInputError
 from bench.io import read_json, write_atomic
@@ -47,87 +47,17 @@ def _checked(data: Any, path: Path) -> dict[str, Any]:
     return data
 
 
-def _column(entries: list[Any], key: str, path: Path, section: str, default: Any = None) -> list[Any]:
-    """``entries[i][key]`` for every entry, naming the first entry that is not an object or lacks the key."""
-    try:
-        if default is None:
-            return list(map(itemgetter(key), entries))
-        return list(map(methodcaller("get", key, default), entries))
-    except (KeyError, TypeError, AttributeError):
-        bad = next(i for i, e in enumerate(entries)
-                   if not isinstance(e, dict) or (default is None and key not in e))
-        entry = entries[bad]
-        named = isinstance(entry, dict) and "id" in entry
-        label = f"{section}[{bad}]" + (f" id {entry['id']}" if named else "")
-        raise BenchInputError(path, "missing" if isinstance(entry, dict) else "not an object",
-                              entry=label, field=key) from None
-
-
-_NUMBER_TYPES = frozenset({int, float})
-_MISSING = object()  # the default of an optional key that is absent
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _all_numbers(values: list[Any], width: int) -> bool:
-    """The fast check: every value a number (``width`` 0) or a list of ``width`` numbers, in C-level loops."""
-    try:
-        if not width:
-            return set(map(type, values)) <= _NUMBER_TYPES
-        return (set(map(type, values)) <= {list} and set(map(len, values)) <= {width}
-                and set(map(type, chain.from_iterable(values))) <= _NUMBER_TYPES)
-    except TypeError:
-        return False
-
-
-def _numeric(values: list[Any], path: Path, section: str, field: str, ids: list[Any],
-             width: int = 0) -> np.ndarray:
-    """``values`` as floats (``(N, width)`` rows when ``width``), naming the first malformed or NaN entry."""
-    def fail(i: int, message: str) -> BenchInputError:
-        return BenchInputError(path, message, entry=f"{section}[{i}] id {ids[i]}", field=field)
-
-    def well_formed(v: Any) -> bool:
-        if not width:
-            return _is_number(v)
-        return isinstance(v, list) and len(v) == width and all(map(_is_number, v))
-
-    if not _all_numbers(values, width):
-        malformed = next(i for i, value in enumerate(values) if not well_formed(value))
-        raise fail(malformed, f"expected {width or 1} number(s), got {values[malformed]!r}")
-    array = np.asarray(values, dtype=np.float64).reshape((len(values), width) if width else (len(values),))
-    non_finite = ~np.isfinite(array.reshape(len(values), -1)).all(axis=1)
-    if non_finite.any():
-        i = int(np.flatnonzero(non_finite)[0])
-        raise fail(i, f"NaN or infinite value {values[i]!r}")
-    return array
-
-
-def _unique_ids(entries: list[Any], path: Path, section: str) -> np.ndarray:
-    """The integer ``id`` of every entry, naming the first one that is not an integer or is repeated."""
-    raw = _column(entries, "id", path, section)
-    ids = _numeric(raw, path, section, "id", raw)
-    _, first, counts = np.unique(ids, return_index=True, return_counts=True)
-    bad = np.concatenate([np.flatnonzero(ids != np.round(ids)), first[counts > 1]])
-    if bad.size:
-        i = int(bad.min())
-        message = "id is not an integer" if ids[i] != np.round(ids[i]) else "duplicate id"
-        raise BenchInputError(path, message, entry=f"{section}[{i}] id {raw[i]}", field="id")
-    return ids.astype(np.int64)
-
-
 def _categories(data: dict[str, Any], path: Path) -> tuple[np.ndarray, list[str]]:
     cats = data["categories"]
-    cat_ids = _unique_ids(cats, path, "categories")
-    names = [str(n) for n in _column(cats, "name", path, "categories")]
+    cat_ids = unique_ids(cats, path, "categories")
+    names = [str(n) for n in column(cats, "name", path, "categories")]
     order = np.argsort(cat_ids, kind="stable")
     return cat_ids[order], [names[i] for i in order]
 
 
 def _file_names(images: list[Any], path: Path) -> list[str]:
     """Image paths relative to the image root; absolute ones and ``..`` would escape it."""
-    names = list(map(str, _column(images, "file_name", path, "images")))
+    names = list(map(str, column(images, "file_name", path, "images")))
     suspects = [i for i, name in enumerate(names) if name.startswith("/") or ".." in name]
     for i in suspects:  # the cheap string test first: PurePosixPath on 118k names costs a second
         parts = PurePosixPath(names[i])
@@ -150,22 +80,42 @@ def _default_image_root(json_path: Path) -> Path:
     return json_path.parent
 
 
+@dataclass(frozen=True)
+class CocoAnnotations:
+    """A COCO file's annotations in file order with their numbers as written: what pycocotools scores (the
+    records' ``xyxy`` boxes give back ``w`` as ``x2 - x1``, which can differ from it in the last bit)."""
+
+    image_id: np.ndarray  # (N,) int64
+    category_id: np.ndarray  # (N,) int64
+    bbox: np.ndarray  # (N, 4) float64 x, y, w, h
+    area: np.ndarray  # (N,) the ``area`` field, w * h where absent
+    iscrowd: np.ndarray  # (N,) bool
+    ann_id: np.ndarray  # (N,) int64: the id; 0 for an id equal to 0, -1 for a missing or non-integer one
+
+
 def read_coco(json_path: Path, image_root: Path | None = None, data: dict[str, Any] | None = None
               ) -> DetectionDataset:
+    """Read a COCO instances file (:func:`read_coco_annotations` without the annotations' columns)."""
+    return read_coco_annotations(json_path, image_root, data)[0]
+
+
+def read_coco_annotations(json_path: Path, image_root: Path | None = None, data: dict[str, Any] | None = None
+                          ) -> tuple[DetectionDataset, CocoAnnotations]:
     """Read a COCO instances file; image ids are kept, ``iscrowd`` and ``area`` kept, boxes become ``xyxy``.
 
     ``image_root`` defaults to ``<json dir>/../images/<split>`` (then ``<json dir>/../<split>``, then the
     JSON's folder), where ``<split>`` is the file stem without ``instances_``. ``data``: the file's parsed
-    content, when the caller has it already.
+    content, when the caller has it already. Also returns the annotations as columns in file order (what
+    the COCO metrics read, parsed once here).
     """
     json_path = Path(json_path)
     data = _load_json(json_path) if data is None else _checked(data, json_path)
     cat_ids, class_names = _categories(data, json_path)
 
     images = data["images"]
-    img_ids = _unique_ids(images, json_path, "images")
+    img_ids = unique_ids(images, json_path, "images")
     image_ids = img_ids.tolist()
-    sizes = {key: _numeric(_column(images, key, json_path, "images"), json_path, "images", key, image_ids)
+    sizes = {key: numeric(column(images, key, json_path, "images"), json_path, "images", key, image_ids)
              for key in ("width", "height")}
     for key, values in sizes.items():
         if (values <= 0).any() or (values != np.round(values)).any():
@@ -175,20 +125,20 @@ def read_coco(json_path: Path, image_root: Path | None = None, data: dict[str, A
     file_names = _file_names(images, json_path)
 
     anns = data["annotations"]
-    ann_ids = _column(anns, "id", json_path, "annotations", default="?")
-    bbox = _numeric(_column(anns, "bbox", json_path, "annotations"), json_path, "annotations", "bbox",
+    ann_ids = column(anns, "id", json_path, "annotations", default="?")
+    bbox = numeric(column(anns, "bbox", json_path, "annotations"), json_path, "annotations", "bbox",
                     ann_ids, 4)
     defaults = {"image_id": None, "category_id": None, "iscrowd": 0, "difficult": 0}
-    columns = {key: _numeric(_column(anns, key, json_path, "annotations", default=default), json_path,
+    columns = {key: numeric(column(anns, key, json_path, "annotations", default=default), json_path,
                              "annotations", key, ann_ids)
                for key, default in defaults.items()}
-    raw_area = _column(anns, "area", json_path, "annotations", default=_MISSING)
-    if _MISSING not in raw_area:  # the usual case: every annotation has one
-        area = _numeric(raw_area, json_path, "annotations", "area", ann_ids)
+    raw_area = column(anns, "area", json_path, "annotations", default=MISSING)
+    if MISSING not in raw_area:  # the usual case: every annotation has one
+        area = numeric(raw_area, json_path, "annotations", "area", ann_ids)
     else:
         area = bbox[:, 2] * bbox[:, 3]
-        picked = [i for i, a in enumerate(raw_area) if a is not _MISSING]
-        area[picked] = _numeric([raw_area[i] for i in picked], json_path, "annotations", "area",
+        picked = [i for i, a in enumerate(raw_area) if a is not MISSING]
+        area[picked] = numeric([raw_area[i] for i in picked], json_path, "annotations", "area",
                                 [ann_ids[i] for i in picked])
 
     def first_bad(mask: np.ndarray, field: str, message: str) -> None:
@@ -209,7 +159,11 @@ def read_coco(json_path: Path, image_root: Path | None = None, data: dict[str, A
     # every column in image order once, so that each record takes views (slices), not copies
     xyxy = xywh_to_xyxy(bbox)[ann_order]
     labels = np.searchsorted(cat_ids, columns["category_id"].astype(np.int64))[ann_order]
-    entry_ids = _entry_ids(ann_ids)[ann_order]
+    entry_ids = _entry_ids(ann_ids)
+    annotations = CocoAnnotations(columns["image_id"].astype(np.int64),
+                                  columns["category_id"].astype(np.int64), bbox, area,
+                                  columns["iscrowd"] != 0, _with_zero_ids(entry_ids, ann_ids))
+    entry_ids = entry_ids[ann_order]
     difficult, crowd = (columns["difficult"] != 0)[ann_order], (columns["iscrowd"] != 0)[ann_order]
     area = area[ann_order]
     ignore = _ignore_regions(images, json_path, image_ids)
@@ -223,7 +177,16 @@ def read_coco(json_path: Path, image_root: Path | None = None, data: dict[str, A
             area=area[lo:hi], entry_ids=entry_ids[lo:hi], ignore_regions=ignore.get(i, no_regions)))
     root = Path(image_root) if image_root is not None else _default_image_root(json_path)
     return DetectionDataset(class_names, records, root, name=json_path.stem, source=json_path,
-                            category_ids=cat_ids.tolist(), entry_kind="annotation")
+                            category_ids=cat_ids.tolist(), entry_kind="annotation"), annotations
+
+
+def _with_zero_ids(entry_ids: np.ndarray, ann_ids: list[Any]) -> np.ndarray:
+    """``entry_ids`` with 0 wherever the id equals 0 in any form (``0.0``, ``False``): pycocotools stores a
+    match as the id, so such a box is never credited."""
+    if (entry_ids >= 0).all():
+        return entry_ids
+    zero = np.fromiter((isinstance(a, int | float) and a == 0 for a in ann_ids), bool, len(ann_ids))
+    return np.where(zero, 0, entry_ids)
 
 
 def _entry_ids(ann_ids: list[Any]) -> np.ndarray:
@@ -246,7 +209,7 @@ def _ignore_regions(images: list[Any], path: Path, image_ids: list[int]) -> dict
         if not isinstance(regions, list):
             raise BenchInputError(path, "must be a list of [x, y, w, h]",
                                   entry=f"images[{i}] id {image_ids[i]}", field="ignore_regions")
-        xywh = _numeric(regions, path, f"images[{i}].ignore_regions", "ignore_regions",
+        xywh = numeric(regions, path, f"images[{i}].ignore_regions", "ignore_regions",
                         list(range(len(regions))), 4).reshape(-1, 4)
         out[i] = xywh_to_xyxy(xywh)
     return out

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.coco import CocoAnnotations
 from bench.data.records import DetectionDataset
 from bench.metrics.accumulate import RECALL_THRESHOLDS
 from bench.metrics.coco_match import CocoMatch, CocoMatching, match_coco
@@ -101,23 +102,25 @@ class CocoBoxes:
         return cls(image_id, label, xywh, score, np.zeros(len(score), bool), np.arange(1, len(score) + 1))
 
     @classmethod
-    def ground_truth_from_coco(cls, data: dict[str, Any], category_ids: list[int]) -> CocoBoxes:
-        """The annotations of a COCO instances dict with their exact source numbers (already validated by
-        ``bench.data.coco.read_coco``); category ids map to class indices through ``category_ids``."""
-        anns = data["annotations"]
-        xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    def ground_truth_from_coco(cls, data: dict[str, Any] | CocoAnnotations, category_ids: list[int]
+                               ) -> CocoBoxes:
+        """The annotations of a COCO instances dict (already validated by ``bench.data.coco.read_coco``), or
+        the columns ``read_coco_annotations`` parsed from it, with their exact source numbers; category ids
+        map to class indices through ``category_ids``."""
+        if not isinstance(data, CocoAnnotations):
+            anns = data["annotations"]
+            xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+            area = [a.get("area", w * h) for a, (_, _, w, h) in zip(anns, xywh.tolist(), strict=True)]
+            data = CocoAnnotations(np.asarray([a["image_id"] for a in anns], dtype=np.int64),
+                                   np.asarray([a["category_id"] for a in anns], np.int64), xywh,
+                                   np.asarray(area, dtype=np.float64),
+                                   np.asarray([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+                                   np.asarray([a.get("id", 1) for a in anns], dtype=np.int64))
         cat_ids = np.asarray(category_ids, dtype=np.int64)
         by_id = np.argsort(cat_ids)
-        label = by_id[np.searchsorted(cat_ids[by_id], np.asarray([a["category_id"] for a in anns], np.int64))]
-        area = [a.get("area", w * h) for a, (_, _, w, h) in zip(anns, xywh.tolist(), strict=True)]
-        return cls(
-            image_id=np.asarray([a["image_id"] for a in anns], dtype=np.int64),
-            label=label.astype(np.int64),
-            xywh=xywh,
-            weight=np.asarray(area, dtype=np.float64),
-            iscrowd=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-            ann_id=np.asarray([a.get("id", 1) for a in anns], dtype=np.int64),
-        )
+        label = by_id[np.searchsorted(cat_ids[by_id], data.category_id)]
+        return cls(image_id=data.image_id, label=label.astype(np.int64), xywh=data.bbox, weight=data.area,
+                   iscrowd=data.iscrowd, ann_id=data.ann_id)
 
 
 @dataclass(frozen=True)

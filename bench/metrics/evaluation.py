@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.coco import CocoAnnotations
 from bench.data.records import DetectionDataset
 from bench.metrics import native
 from bench.metrics.coco import (
@@ -74,14 +75,15 @@ class _GroundTruth:
 
 def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[float, ...] = (0.5, 0.75),
              confusion_score: float = 0.25, confusion_iou: float = 0.5,
-             coco_gt: dict[str, Any] | None = None,
+             coco_gt: dict[str, Any] | CocoAnnotations | None = None,
              small_objects: SmallObjectSettings | None = DEFAULT_SETTINGS) -> EvaluationResult:
     """Score ``dets`` against ``gt``.
 
-    ``coco_gt``: the COCO instances dict ``gt`` was read from, if any. COCO metrics then use its ``bbox``
-    numbers as written (what pycocotools reads) instead of ``xyxy`` converted back, which can differ in the
-    last bit. ``small_objects``: the size-bucket protocols, tolerance curves, TIDE and bootstrap intervals
-    (:mod:`bench.metrics.small_objects`); None skips them.
+    ``coco_gt``: the COCO instances dict ``gt`` was read from, or the columns ``read_coco_annotations``
+    parsed from it, if any. COCO metrics then use its ``bbox`` numbers as written (what pycocotools reads)
+    instead of ``xyxy`` converted back, which can differ in the last bit. ``small_objects``: the size-bucket
+    protocols, tolerance curves, TIDE and bootstrap intervals (:mod:`bench.metrics.small_objects`); None
+    skips them.
 
     The parts that share no intermediate result with the IoU matching (VOC, ROC curves, the confusion
     matrix, TIDE) run beside it in a forked process where two cores are usable
