@@ -137,3 +137,13 @@ def test_degenerate_detection_boxes_are_scored_not_rejected(tmp_path: Path, gt: 
                {"image_id": 11, "category_id": 3, "bbox": [1, 1, 2, -1], "score": 0.8}]
     dets = DetectionResults.from_coco_json(write(tmp_path, entries), gt)
     assert dets.xywh.tolist() == [[1, 1, 0, 2], [1, 1, 2, -1]]
+
+
+@pytest.mark.parametrize("chunk", [7, 8, 11, 64, 1 << 20])
+def test_score_keys_are_counted_across_read_boundaries(tmp_path: Path, chunk: int) -> None:
+    from bench.metrics.detections import _score_keys
+    entries = (b'{"score": 0.5, "x": null}' if i % 7 == 0 else b'{"score":1}' for i in range(300))
+    text = b"[" + b",".join(entries)
+    for data, null in ((text + b"]", True), (text.replace(b"null", b"1") + b"]", False)):
+        path = write(tmp_path, data.decode())
+        assert _score_keys(path, chunk) == (data.count(b'"score"'), null)
