@@ -101,9 +101,8 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
     ignored = np.flatnonzero(gt_ignored)
     if len(ignored) and (~is_match).any():
         loose = np.flatnonzero(~is_match)
-        slots = group_slots(gt_img[ignored], det_img[loose])
-        overlap = box_iou(columns(det_boxes, keep[loose, None]), columns(gt_boxes, ignored[slots.slots]))
-        on_ignored[loose] = (slots.valid & (overlap >= iou_thresh)).any(axis=1)
+        on_ignored[loose] = _overlaps_any(np.take(det_boxes, keep[loose], axis=0), det_img[loose],
+                                          np.take(gt_boxes, ignored, axis=0), gt_img[ignored], iou_thresh)
     false_pos = ~is_match & ~on_ignored
     used = np.zeros(len(gt_label), dtype=bool)
     used[regular[matched[is_match]]] = True
@@ -136,6 +135,24 @@ def _greedy(det_boxes: np.ndarray, det_group: np.ndarray, det_score: np.ndarray,
                          gt_boxes, gt_group, np.zeros(n_gt, bool), np.zeros((1, n_gt), bool), threshold,
                          _plain_iou)
     return found.det, found.gt
+
+
+def _overlaps_any(det_boxes: np.ndarray, det_group: np.ndarray, gt_boxes: np.ndarray, gt_group: np.ndarray,
+                  iou_thresh: float) -> np.ndarray:
+    """Whether each detection has IoU >= ``iou_thresh`` with some box of its group. Compiled: the matcher
+    with every box a crowd region (never taken, so each detection is matched on its own)."""
+    if native.available():
+        order, start, count = group_table(gt_group, det_group)
+        every_box, every_det = np.ones(len(gt_group), bool), np.ones(len(det_group), bool)
+        _, det, _, _ = native.greedy_match(  # (the threshold as given: IoU >= it, as below)
+            det_boxes, every_det, start, count, order, gt_boxes, every_box, ~every_box[None], every_box,
+            ~every_det[None], np.array([float(iou_thresh)]), "plain_iou", 0.0)
+        out = np.zeros(len(det_group), dtype=bool)
+        out[det] = True
+        return out
+    slots = group_slots(gt_group, det_group)
+    overlap = box_iou(columns(det_boxes, np.arange(len(det_group))[:, None]), columns(gt_boxes, slots.slots))
+    return (slots.valid & (overlap >= iou_thresh)).any(axis=1)
 
 
 def _plain_iou(det: Columns, gt: Columns, _crowd: np.ndarray) -> np.ndarray:

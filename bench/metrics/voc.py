@@ -66,8 +66,8 @@ def match_devkit(gt_boxes: np.ndarray, gt_group: np.ndarray, gt_difficult: np.nd
     order = np.argsort(-np.asarray(det_score, dtype=np.float64), kind="stable")
     if native.available():  # the same overlaps as a loop (native/voc.c)
         gt_order, start, count = group_table(gt_group, det_group[order])
-        best_iou, best_gt = native.devkit_best_overlap(np.asarray(det_boxes)[order], start, count, gt_order,
-                                                       gt_boxes)
+        best_iou, best_gt = native.devkit_best_overlap(np.take(np.asarray(det_boxes), order, axis=0), start,
+                                                       count, gt_order, gt_boxes)
         return _claims(order, best_iou, best_gt, gt_difficult, iou_threshold)
     best_iou = np.full(len(order), -np.inf)
     best_gt = np.zeros(len(order), dtype=np.int64)
