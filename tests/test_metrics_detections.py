@@ -124,19 +124,15 @@ def test_fast_reader_leaves_unusual_files_to_the_checked_reader(tmp_path: Path, 
 
 
 def test_id_positions_by_table_and_by_search() -> None:
-    from bench.metrics.detections import _positions
+    from bench.metrics.groups import index_of, position_in
     for keys in (np.array([30, 10, 20]), np.array([3 * 10**9, 10, 20])):  # narrow: table; wide: search
-        np.testing.assert_array_equal(_positions(keys, keys[[2, 0, 0, 1]]), [2, 0, 0, 1])
+        np.testing.assert_array_equal(index_of(keys, keys[[2, 0, 0, 1]]), [2, 0, 0, 1])
+        np.testing.assert_array_equal(position_in(keys, keys[[2, 0, 0, 1]]), [2, 0, 0, 1])
         for missing in (15, 5, 10**12, -1):
-            assert _positions(keys, np.array([keys[0], missing])) is None
-    assert _positions(np.zeros(0, np.int64), np.array([1])) is None
-
-
-def test_degenerate_detection_boxes_are_scored_not_rejected(tmp_path: Path, gt: DetectionDataset) -> None:
-    entries = [{"image_id": 11, "category_id": 3, "bbox": [1, 1, 0, 2], "score": 0.9},
-               {"image_id": 11, "category_id": 3, "bbox": [1, 1, 2, -1], "score": 0.8}]
-    dets = DetectionResults.from_coco_json(write(tmp_path, entries), gt)
-    assert dets.xywh.tolist() == [[1, 1, 0, 2], [1, 1, 2, -1]]
+            assert index_of(keys, np.array([keys[0], missing])) is None
+    assert index_of(np.zeros(0, np.int64), np.array([1])) is None
+    keys = np.arange(10, 40, 3)  # a value not among the keys: the binary search's answer, as before
+    np.testing.assert_array_equal(position_in(keys, np.array([11, 13])), np.searchsorted(keys, [11, 13]))
 
 
 @pytest.mark.parametrize("chunk", [7, 8, 11, 64, 1 << 20])

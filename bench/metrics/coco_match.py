@@ -29,7 +29,7 @@ from bench.metrics.accumulate import (
     accumulate_order,
     needed_true_positives,
 )
-from bench.metrics.groups import group_table, rank_within_group
+from bench.metrics.groups import group_table, position_in, rank_within_group
 from bench.metrics.matching import SparseMatches, coco_iou, greedy_match
 from bench.metrics.nwd import NWD_CONSTANT, nwd_similarity
 
@@ -193,7 +193,7 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
         class_of_k = np.argsort(np.asarray(category_ids), kind="stable")  # pycocotools orders classes by id
         k_of_class = np.empty(len(category_ids), dtype=np.int64)
         k_of_class[class_of_k] = np.arange(len(category_ids))
-        det_image_pos = np.searchsorted(image_ids, det.image_id)
+        det_image_pos = position_in(image_ids, det.image_id)  # (sorted ids: as np.searchsorted)
         # detections renumbered into accumulate's order once: no (area, threshold, detection) gathers
         order = accumulate_order(k_of_class[det.label], det.weight, det_image_pos)
         score, det_k, det_image_pos = det.weight[order], k_of_class[det.label][order], det_image_pos[order]
@@ -203,7 +203,7 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
         rank = rank_within_group(pair, np.argsort(pair, kind="stable"))
     n_cls = len(k_of_class)
     xywh = np.take(det.xywh, order, axis=0)  # (2-D rows: several times faster than indexing)
-    gt_image_pos = np.searchsorted(image_ids, gt.image_id)
+    gt_image_pos = position_in(image_ids, gt.image_id)
     gt_k = k_of_class[gt.label]
     pair_gt = gt_image_pos * n_cls + gt_k
     pair_det = det_image_pos * n_cls + det_k

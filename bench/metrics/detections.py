@@ -21,6 +21,7 @@ import numpy as np
 from bench.data.records import DetectionDataset
 from bench.errors import BenchInputError, resolve_inside
 from bench.io import read_json
+from bench.metrics.groups import index_of
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,9 @@ def _fast_rows(path: Path, gt: DetectionDataset
             (np.abs(rows[:, 6]) >= 2.0**53).any():
         return None
     image_id = rows[:, 0].astype(np.int64)
-    label = _positions(np.asarray(gt.category_ids if gt.category_ids is not None else [], dtype=np.int64),
+    label = index_of(np.asarray(gt.category_ids if gt.category_ids is not None else [], dtype=np.int64),
                        rows[:, 6].astype(np.int64))
-    known = _positions(np.array([r.image_id for r in gt.records], dtype=np.int64), image_id)
+    known = index_of(np.array([r.image_id for r in gt.records], dtype=np.int64), image_id)
     if label is None or known is None:
         return None
     return image_id, label, np.ascontiguousarray(rows[:, 1:5]), np.ascontiguousarray(rows[:, 5])
@@ -123,24 +124,6 @@ def _score_keys(path: Path, chunk: int = 1 << 20) -> tuple[int, bool]:
             carry = min(end, 6)
             buffer[:carry] = buffer[end - carry:end]
     return n_keys, has_null
-
-
-def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray | None:
-    """Index of each of ``values`` in ``keys`` (distinct integers); None if one is not there. Ids spanning a
-    range not much wider than the arrays are looked up in a table (a gather instead of a binary search)."""
-    if not len(keys):
-        return None if len(values) else np.zeros(0, np.int64)
-    lo, hi = int(keys.min()), int(keys.max())
-    if hi - lo <= 4 * (len(keys) + len(values)) + (1 << 16):
-        table = np.full(hi - lo + 2, -1, dtype=np.int64)  # the last slot: every value out of range
-        table[keys - lo] = np.arange(len(keys))
-        at = values - lo
-        at[(at < 0) | (at > hi - lo)] = hi - lo + 1
-        found = table[at]
-        return None if (found < 0).any() else found
-    by_key = np.argsort(keys)
-    pos = np.minimum(np.searchsorted(keys[by_key], values), len(keys) - 1)
-    return by_key[pos] if (keys[by_key][pos] == values).all() else None
 
 
 def _ultrafast_reader() -> Any:
@@ -273,10 +256,10 @@ def _labels(reader: _EntryReader, gt: DetectionDataset) -> np.ndarray:
     found = (cat_ids[by_id][pos] == ids) if len(cat_ids) else np.zeros(len(ids), bool)
     reader.fail_where(~found, "category_id", "category id {value} is not a ground-truth class", rows=with_id)
     label[with_id] = by_id[pos]
-    index_of = {name: i for i, name in enumerate(gt.classes)}
+    of_name = {name: i for i, name in enumerate(gt.classes)}
     by_name = np.flatnonzero(named)
     names = [reader.entries[i].get("category_name") for i in by_name.tolist()]
-    found_name = np.array([index_of.get(n, -1) if isinstance(n, str) else -1 for n in names], dtype=np.int64)
+    found_name = np.array([of_name.get(n, -1) if isinstance(n, str) else -1 for n in names], dtype=np.int64)
     if (found_name < 0).any():
         first = int(np.flatnonzero(found_name < 0)[0])
         name = names[first]

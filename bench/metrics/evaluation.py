@@ -30,6 +30,7 @@ from bench.metrics.coco import (
 )
 from bench.metrics.confusion import ConfusionMatrix, confusion_matrix
 from bench.metrics.detections import DetectionResults
+from bench.metrics.groups import position_in
 from bench.metrics.ignore import dataset_ignore_regions, in_ignore_regions
 from bench.metrics.parallel import reaped, run_beside
 from bench.metrics.protocols import get_protocol
@@ -145,8 +146,7 @@ def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResu
     """VOC APs, ROC curves, the confusion matrix, the TIDE of ``small_objects``, and the engine's record
     (package versions: ``importlib.metadata`` costs 15 ms, spent here beside the matching)."""
     n_cls = gt.num_classes
-    by_id = np.argsort(truth.image_ids)
-    det_image = by_id[np.searchsorted(truth.image_ids[by_id], dets.image_id)]
+    det_image = position_in(truth.image_ids, dets.image_id)
     ignored = truth.difficult | truth.iscrowd  # VOC has no crowd regions: they count like difficult boxes
     matches = match_devkit(to_devkit(truth.boxes), truth.label * len(truth.image_ids) + truth.image, ignored,
                            to_devkit(dets.boxes), dets.label * len(truth.image_ids) + det_image, dets.score,

@@ -28,6 +28,34 @@ class GroupSlots:
     valid: np.ndarray  # (n_det, width) bool
 
 
+def index_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """Index of each of ``values`` in ``keys`` (distinct integers); None if one is not there. Ids spanning a
+    range not much wider than the arrays are looked up in a table (a gather instead of a binary search)."""
+    if not len(keys):
+        return None if len(values) else np.zeros(0, np.int64)
+    lo, hi = int(keys.min()), int(keys.max())
+    if hi - lo <= 4 * (len(keys) + len(values)) + (1 << 16):
+        table = np.full(hi - lo + 2, -1, dtype=np.int64)  # the last slot: every value out of range
+        table[keys - lo] = np.arange(len(keys))
+        at = values - lo
+        at[(at < 0) | (at > hi - lo)] = hi - lo + 1
+        found = table[at]
+        return None if (found < 0).any() else found
+    by_key = np.argsort(keys)
+    pos = np.minimum(np.searchsorted(keys[by_key], values), len(keys) - 1)
+    return by_key[pos] if (keys[by_key][pos] == values).all() else None
+
+
+def position_in(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each of ``values`` in ``keys`` (distinct integers), all of them among the keys: the table of
+    :func:`index_of` where it applies, else a binary search (``np.searchsorted`` over the sorted keys)."""
+    found = index_of(keys, values)
+    if found is not None:
+        return found
+    by_key = np.argsort(keys, kind="stable")
+    return by_key[np.searchsorted(keys[by_key], values)]
+
+
 def group_table(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ground truth sorted by group, start and count of each detection's group in that order). Small
     non-negative group ids are counted with ``bincount`` (lookups instead of binary searches)."""

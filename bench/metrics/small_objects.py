@@ -23,6 +23,7 @@ from bench.metrics.bootstrap import (
 )
 from bench.metrics.coco import CocoBoxes, CocoEvaluation, CocoParams, score_coco
 from bench.metrics.coco_match import CocoMatch, CocoMatching, match_coco
+from bench.metrics.groups import position_in
 from bench.metrics.nwd import NWD_CONSTANT
 from bench.metrics.protocols import DEFAULT_PROTOCOLS, TOLERANCE_THRESHOLDS, SizeProtocol, get_protocol
 from bench.metrics.tide import ERROR_TYPES, SPECIAL_TYPES, tide
@@ -127,9 +128,7 @@ def tide_section(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, n_cla
         return None
     file_order = np.asarray(image_ids, dtype=np.int64)
     first = protocols[0]
-    by_id = np.argsort(file_order, kind="stable")
-    gt_pos = by_id[np.searchsorted(file_order[by_id], truth.image_id)]
-    det_pos = by_id[np.searchsorted(file_order[by_id], dets.image_id)]
+    gt_pos, det_pos = position_in(file_order, truth.image_id), position_in(file_order, dets.image_id)
     return {"protocol": first.name, "error_types": list(ERROR_TYPES), "special_types": list(SPECIAL_TYPES),
             **tide(truth.xywh, truth.label, gt_pos, truth.iscrowd, dets.xywh, dets.label, det_pos,
                    dets.weight, n_classes, {k: (lo**2, hi**2) for k, (lo, hi) in first.buckets.items()})}
