@@ -199,8 +199,12 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
         score, det_k, det_image_pos = det.weight[order], k_of_class[det.label][order], det_image_pos[order]
         pair = det_image_pos * len(category_ids) + det_k
         # in accumulate's order each (image, class) group already comes by descending score, then input
-        # order: a stable sort by group alone gives its rank order
-        rank = rank_within_group(pair, np.argsort(pair, kind="stable"))
+        # order: its rank is its count so far (or, in NumPy, its place after a stable sort by group)
+        n_pairs = len(image_ids) * len(category_ids)  # (a count per pair: a table while it stays small)
+        if native.available() and n_pairs <= 4 * len(pair) + (1 << 20) and pair.max(initial=0) < n_pairs:
+            rank = native.rank_in_order(pair, n_pairs)
+        else:
+            rank = rank_within_group(pair, np.argsort(pair, kind="stable"))
     n_cls = len(k_of_class)
     xywh = np.take(det.xywh, order, axis=0)  # (2-D rows: several times faster than indexing)
     gt_image_pos = position_in(image_ids, gt.image_id)

@@ -29,6 +29,7 @@ _SIGNATURES: dict[str, tuple] = {
                            np.uint8, "n", "n", np.float64, "i", "f", "h"),
     "bench_match_take": ("h", "n", np.uint8, np.uint8, "n", np.uint8, "n", np.int64, np.int32, np.int32,
                          np.int8),
+    "bench_rank_in_order": ("n", np.int64, "n", np.int64),
     "bench_accumulate_cell": ("n", "n", "n", "n", np.int64, np.float64, np.uint8, np.uint8, np.int64,
                               np.int32, np.int8, np.int64, np.float64, np.int64, np.float64, np.float64,
                               np.float64),
@@ -115,6 +116,13 @@ def greedy_match(det_xywh: np.ndarray, det_active: np.ndarray, det_gt_start: np.
     _call("bench_match_take", handle, len(limits), gt_credited, gt_ignored, n_gt, det_outside, len(det_xywh),
           bounds, det, gt, status)
     return bounds, det, gt, status
+
+
+def rank_in_order(group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Rank of each element inside its group (ids in ``[0, n_groups)``) in array order (``match.c``)."""
+    rank = np.empty(len(group), dtype=np.int64)
+    _call("bench_rank_in_order", len(group), group, n_groups, rank)
+    return rank
 
 
 def accumulate_cell(class_bounds: np.ndarray, score: np.ndarray, within: np.ndarray, counted: np.ndarray,
