@@ -125,6 +125,16 @@ def test_confusion_matrix_equals_the_numpy_form(seed: int, monkeypatch: pytest.M
     assert np.trace(reference) > 10 and off_diagonal > 0
 
 
+def test_tide_crowd_regions_take_more_than_half_the_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.metrics.tide import _in_crowd_region
+    crowd = np.array([[0.0, 0, 10, 10]])
+    # a detection half inside (tidecv: not ignored), one just more than half inside, one of another group
+    dets = np.array([[5.0, 0, 10, 10], [4.9, 0, 10, 10], [0, 0, 10, 10]])
+    reference, kernel = both(monkeypatch, lambda: _in_crowd_region(dets, np.array([0, 0, 1]), crowd,
+                                                                    np.array([0])))
+    assert reference.tolist() == kernel.tolist() == [False, True, False]
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_devkit_matching_equals_the_numpy_form(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     truth, dets, ids, _ = boxes(*random_problem(seed))
