@@ -139,17 +139,10 @@ def _greedy(det_boxes: np.ndarray, det_group: np.ndarray, det_score: np.ndarray,
 
 def _overlaps_any(det_boxes: np.ndarray, det_group: np.ndarray, gt_boxes: np.ndarray, gt_group: np.ndarray,
                   iou_thresh: float) -> np.ndarray:
-    """Whether each detection has IoU >= ``iou_thresh`` with some box of its group. Compiled: the matcher
-    with every box a crowd region (never taken, so each detection is matched on its own)."""
+    """Whether each detection has IoU >= ``iou_thresh`` with some box of its group (compiled where built)."""
     if native.available():
         order, start, count = group_table(gt_group, det_group)
-        every_box, every_det = np.ones(len(gt_group), bool), np.ones(len(det_group), bool)
-        _, det, _, _ = native.greedy_match(  # (the threshold as given: IoU >= it, as below)
-            det_boxes, every_det, start, count, order, gt_boxes, every_box, ~every_box[None], every_box,
-            ~every_det[None], np.array([float(iou_thresh)]), "plain_iou", 0.0)
-        out = np.zeros(len(det_group), dtype=bool)
-        out[det] = True
-        return out
+        return native.overlaps_any(det_boxes, start, count, order, gt_boxes, iou_thresh, "plain_iou")
     slots = group_slots(gt_group, det_group)
     overlap = box_iou(columns(det_boxes, np.arange(len(det_group))[:, None]), columns(gt_boxes, slots.slots))
     return (slots.valid & (overlap >= iou_thresh)).any(axis=1)

@@ -58,15 +58,15 @@ class _Errors:
 
 
 def _match_images(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, det_xywh: np.ndarray,
-                  det_label: np.ndarray, det_image: np.ndarray, det_rank: np.ndarray, run_order: np.ndarray
+                  det_label: np.ndarray, det_image: np.ndarray, det_rank: np.ndarray
                   ) -> tuple:
     """Class-aware greedy matching per image: matched gt per detection, used boxes, per-detection maxima
-    {"cls", "noncls", "all": (IoU, box)} and the highest IoU with a used same-class box. ``run_order``:
-    images in order, detections by rank inside an image (the compiled kernel's visit order)."""
+    {"cls", "noncls", "all": (IoU, box)} and the highest IoU with a used same-class box. Detections come in
+    tidecv's visit order (images in order, by rank inside an image), which the compiled kernel follows."""
     if native.available():
         order, start, count = group_table(gt_image, det_image)
         matched, used, best_iou, best_gt, used_cls = native.tide_match(
-            det_xywh, det_label, run_order, start, count, order, gt_xywh, gt_label, POS)
+            det_xywh, det_label, start, count, order, gt_xywh, gt_label, POS)
         best = {name: (best_iou[i], best_gt[i]) for i, name in enumerate(("cls", "noncls", "all"))}
         return matched, used, best, used_cls
     n_det = len(det_label)
@@ -126,12 +126,11 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
     det_xywh = np.take(det_xywh, visit, axis=0)
     det_label, det_image, det_score, det_rank = (np.take(x, visit) for x in (det_label, det_image, det_score,
                                                                               rank))
-    run_order = np.arange(len(visit))
     regular = np.flatnonzero(~gt_crowd)
     crowd = np.flatnonzero(gt_crowd)
     r_xywh, r_label, r_image = gt_xywh[regular], gt_label[regular], gt_image[regular]
     matched, used, best, used_cls = _match_images(r_xywh, r_label, r_image, det_xywh, det_label, det_image,
-                                                  det_rank, run_order)
+                                                  det_rank)
     ignored = np.zeros(len(det_label), dtype=bool)
     if len(crowd):
         det_group = det_image * n_classes + det_label
@@ -139,12 +138,12 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
         ignored = (matched < 0) & _in_crowd_region(det_xywh, det_group, gt_xywh[crowd], crowd_group)
     has_gt = np.bincount(r_image, minlength=int(det_image.max(initial=-1)) + 1)[det_image] > 0 \
         if len(det_image) else np.zeros(0, bool)
-    errors = _classify(run_order, matched, has_gt, best, used_cls, used, det_score, len(r_label))
+    errors = _classify(matched, has_gt, best, used_cls, used, det_score, len(r_label))
     points = Points(det_label[~ignored], det_score[~ignored], matched[~ignored] >= 0,
-                     _rank_of(run_order)[~ignored])
+                     np.flatnonzero(~ignored))
     positives = np.bincount(r_label, minlength=n_classes)
     base = tide_ap(points, n_classes, positives)
-    fixes = _Fixes(errors, det_label, det_score, matched, ignored, r_label, positives, n_classes, run_order)
+    fixes = _Fixes(errors, det_label, det_score, matched, ignored, r_label, positives, n_classes)
     main = {name: max(fixes.ap(np.asarray(errors.kind == code)) - base, 0.0) for name, code in _CODE.items()}
     no_fix = np.zeros(len(errors.kind), dtype=bool)
     unused = np.bincount(r_label[~used], minlength=n_classes)
@@ -168,36 +167,24 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
 def _in_crowd_region(det_xywh: np.ndarray, det_group: np.ndarray, crowd_xywh: np.ndarray,
                      crowd_group: np.ndarray) -> np.ndarray:
     """Whether each detection covers more than ``POS`` of its own area with a crowd box of its group (image
-    and class). Compiled: the COCO matcher, whose crowd boxes are never taken and overlap as intersection
-    over the detection's area, at the threshold just above ``POS``."""
+    and class); compiled, at the threshold just above ``POS`` (tidecv's strict >)."""
     if native.available():
         order, start, count = group_table(crowd_group, det_group)
-        every_box, every_det = np.ones(len(crowd_group), bool), np.ones(len(det_group), bool)
-        _, det, _, _ = native.greedy_match(
-            det_xywh, every_det, start, count, order, crowd_xywh, every_box, ~every_box[None], every_box,
-            ~every_det[None], np.array([np.nextafter(POS, np.inf)]), "iou", 0.0)
-        out = np.zeros(len(det_group), dtype=bool)
-        out[det] = True
-        return out
+        above = np.nextafter(POS, np.inf)
+        return native.overlaps_any(det_xywh, start, count, order, crowd_xywh, above, "iou")
     slots = group_slots(crowd_group, det_group, int(group_sizes(crowd_group, det_group).max(initial=0)))
     overlap = coco_iou(columns(det_xywh, np.arange(len(det_group))[:, None]),
                        columns(crowd_xywh, slots.slots), np.ones(slots.slots.shape, bool))
     return ((overlap > POS) & slots.valid).any(axis=1)
 
 
-def _rank_of(order: np.ndarray) -> np.ndarray:
-    out = np.empty(len(order), dtype=np.int64)
-    out[order] = np.arange(len(order))
-    return out
-
-
-def _classify(run_order: np.ndarray, matched: np.ndarray, has_gt: np.ndarray, best: dict,
+def _classify(matched: np.ndarray, has_gt: np.ndarray, best: dict,
               used_cls: np.ndarray, used: np.ndarray, det_score: np.ndarray, n_gt: int) -> _Errors:
     """The error of every unmatched or ignored detection, then the misses, in tidecv's construction order."""
     cls_iou, cls_gt = best["cls"]
     noncls_iou, noncls_gt = best["noncls"]
     all_iou, _ = best["all"]
-    wrong = run_order[(matched[run_order] < 0)]
+    wrong = np.flatnonzero(matched < 0)  # in tidecv's visit order, as the detections are
     kind = np.full(len(wrong), _CODE["Both"])
     gt = np.full(len(wrong), -1, dtype=np.int64)
     no_gt = ~has_gt[wrong]
@@ -227,8 +214,7 @@ class _Fixes:
     positives, keyed by that insertion order)."""
 
     def __init__(self, errors: _Errors, det_label: np.ndarray, det_score: np.ndarray, matched: np.ndarray,
-                 ignored: np.ndarray, gt_label: np.ndarray, positives: np.ndarray, n_classes: int,
-                 run_order: np.ndarray) -> None:
+                 ignored: np.ndarray, gt_label: np.ndarray, positives: np.ndarray, n_classes: int) -> None:
         self.errors, self.gt_label, self.positives, self.n_classes = errors, gt_label, positives, n_classes
         self.empty = len(det_label) == 0
         if self.empty:  # no detection: AP stays 0 whatever is fixed (a fixed miss only drops a GT)
@@ -238,7 +224,6 @@ class _Fixes:
         self.fixable_tp = errors.fixable & np.isin(errors.kind, (_CODE["Loc"], _CODE["Cls"]))
         fixed_cls = np.where(errors.kind == _CODE["Cls"], gt_label[np.maximum(errors.gt, 0)], det_label[d])
         tp = np.flatnonzero(matched >= 0)
-        tp = tp[np.argsort(_rank_of(run_order)[tp], kind="stable")]
         n_err = len(errors.kind)
         # candidates: errors as they are, errors fixed into true positives, the true positives
         self.cls = np.r_[det_label[d], fixed_cls, det_label[tp]].astype(np.int64)

@@ -38,8 +38,8 @@ _SIGNATURES: dict[str, tuple] = {
     "bench_devkit_best_overlap": ("n", np.float64, np.int64, np.int64, np.int64, np.float64, np.float64,
                                   np.int64),
     "bench_tide_fix_ap": ("n", np.int64, np.int64, np.uint8, np.uint8, np.int64, np.float64, np.int64),
-    "bench_tide_match": ("n", np.float64, np.int64, np.int64, np.int64, np.int64, np.int64, "n", np.float64,
-                         np.int64, "f", np.int64, np.uint8, np.float64, np.int64, np.float64),
+    "bench_tide_match": ("n", np.float64, np.int64, np.int64, np.int64, np.int64, "n", np.float64, np.int64,
+                         "f", np.int64, np.uint8, np.float64, np.int64, np.float64),
 }
 _CTYPES = {"n": ctypes.c_int64, "f": ctypes.c_double, "i": ctypes.c_int32, "h": ctypes.c_void_p}
 
@@ -118,6 +118,21 @@ def greedy_match(det_xywh: np.ndarray, det_active: np.ndarray, det_gt_start: np.
     return bounds, det, gt, status
 
 
+def overlaps_any(det_boxes: np.ndarray, det_start: np.ndarray, det_count: np.ndarray, box_order: np.ndarray,
+                 boxes: np.ndarray, at_least: float, similarity: str) -> np.ndarray:
+    """Whether each detection's similarity to some box of its group (``det_start``/``det_count`` into
+    ``box_order``, as ``groups.group_table`` gives them) is at least ``at_least``: the matcher with every
+    box a crowd region, which is never taken, so each detection is matched on its own (for ``iou`` a crowd
+    box overlaps as intersection over the detection's area)."""
+    every_box, every_det = np.ones(len(boxes), bool), np.ones(len(det_boxes), bool)
+    _, det, _, _ = greedy_match(det_boxes, every_det, det_start, det_count, box_order, boxes, every_box,
+                                ~every_box[None], every_box, ~every_det[None], np.array([float(at_least)]),
+                                similarity, 0.0)
+    out = np.zeros(len(det_boxes), dtype=bool)
+    out[det] = True
+    return out
+
+
 def rank_in_order(group: np.ndarray, n_groups: int) -> np.ndarray:
     """Rank of each element inside its group (ids in ``[0, n_groups)``) in array order (``match.c``)."""
     rank = np.empty(len(group), dtype=np.int64)
@@ -158,15 +173,16 @@ def resample_area(class_bounds: np.ndarray, det_image: np.ndarray, counted: np.n
     return ap
 
 
-def tide_match(det_xywh: np.ndarray, det_label: np.ndarray, visit: np.ndarray, det_gt_start: np.ndarray,
+def tide_match(det_xywh: np.ndarray, det_label: np.ndarray, det_gt_start: np.ndarray,
                det_gt_count: np.ndarray, gt_order: np.ndarray, gt_xywh: np.ndarray, gt_label: np.ndarray,
                positive: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """tidecv's matching (``tide.c``): matched box per detection (-1), used boxes, the highest IoU and its
-    box ``(3, N)`` (same class, other classes, all), the highest IoU with a used same-class box."""
+    """tidecv's matching (``tide.c``), detections visited in array order: matched box per detection (-1),
+    used boxes, the highest IoU and its box ``(3, N)`` (same class, other classes, all), the highest IoU with
+    a used same-class box."""
     n_det, n_gt = len(det_label), len(gt_label)
     matched, used = np.empty(n_det, dtype=np.int64), np.empty(n_gt, dtype=np.uint8)
     best_iou, best_gt, used_cls = np.empty((3, n_det)), np.empty((3, n_det), dtype=np.int64), np.empty(n_det)
-    _call("bench_tide_match", n_det, det_xywh, det_label, visit, det_gt_start, det_gt_count, gt_order, n_gt,
+    _call("bench_tide_match", n_det, det_xywh, det_label, det_gt_start, det_gt_count, gt_order, n_gt,
           gt_xywh, gt_label, positive, matched, used, best_iou, best_gt, used_cls)
     return matched, used.astype(bool), best_iou, best_gt, used_cls
 

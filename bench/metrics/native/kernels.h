@@ -47,7 +47,7 @@ int32_t bench_resample_area(int64_t n_det, int64_t n_cls, const int64_t *class_b
 
 /* tidecv's per-image matching at IoU `positive`, see tide.c. best_*: (3, N) same class, other, all. */
 int32_t bench_tide_match(int64_t n_det, const double *det_xywh, const int64_t *det_label,
-                         const int64_t *visit, const int64_t *det_gt_start, const int64_t *det_gt_count,
+                         const int64_t *det_gt_start, const int64_t *det_gt_count,
                          const int64_t *gt_order, int64_t n_gt, const double *gt_xywh, const int64_t *gt_label,
                          double positive, int64_t *matched, uint8_t *used, double *best_iou, int64_t *best_gt,
                          double *used_cls);
