@@ -1,6 +1,6 @@
-"""The evaluator's fast paths against plain references: packed-key sorting against ``lexsort``, the confusion
-matrix on the COCO matcher against a per-image loop, and the forked parts of an evaluation against the same
-evaluation in one process (equal numbers, the child's errors re-raised)."""
+"""The evaluator's fast paths against plain references: counting and packed-key sorting against
+``lexsort``, the confusion matrix on the COCO matcher against a per-image loop, and the forked parts of an
+evaluation against the same evaluation in one process (equal numbers, the child's errors re-raised)."""
 
 from __future__ import annotations
 
@@ -11,29 +11,42 @@ import numpy as np
 import pytest
 
 from bench.data.coco import read_coco
-from bench.metrics import DetectionResults, evaluate
+from bench.metrics import DetectionResults, evaluate, native
 from bench.metrics.accumulate import accumulate_order
 from bench.metrics.confusion import box_iou, confusion_matrix
-from bench.metrics.groups import ordered_by, sort_by_group_then_score
+from bench.metrics.groups import descending_rank, ordered_by
 from bench.metrics.parallel import ENV, run_beside
 from tests.test_metrics_coco import random_problem
 
 
+@pytest.mark.parametrize("kernels", ["1", "0"])  # counting passes (order.c), packed key (NumPy)
 @pytest.mark.parametrize("seed", range(20))
-def test_packed_sort_equals_lexsort(seed: int) -> None:
+def test_ordered_by_equals_lexsort(monkeypatch: pytest.MonkeyPatch, kernels: str, seed: int) -> None:
+    monkeypatch.setenv(native.ENV, kernels)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(0, 400))
     group, image = rng.integers(0, int(rng.integers(1, 30)), n), rng.integers(0, 7, n)
     score = np.round(rng.random(n), 1) * rng.choice([1.0, -1.0], n)  # many ties, negative and -0.0 scores
     if n:
         score[rng.integers(0, n)] = -0.0
-    np.testing.assert_array_equal(sort_by_group_then_score(group, score), np.lexsort((np.arange(n), -score,
-                                                                                      group)))
-    np.testing.assert_array_equal(accumulate_order(group, score, image),
+    rank = descending_rank(score)
+    np.testing.assert_array_equal(ordered_by([], rank), np.argsort(-score, kind="stable"))
+    np.testing.assert_array_equal(ordered_by([group], rank), np.lexsort((np.arange(n), -score, group)))
+    np.testing.assert_array_equal(accumulate_order(group, rank, image),
                                   np.lexsort((np.arange(n), image, -score, group)))
-    huge = group.astype(np.int64) << 40  # too wide to pack: the lexsort fallback
-    np.testing.assert_array_equal(ordered_by([huge], score, (image,)),
+    huge = group.astype(np.int64) << 40  # too wide to count or pack: the lexsort fallback
+    np.testing.assert_array_equal(ordered_by([huge], rank, (image,)),
                                   np.lexsort((np.arange(n), image, -score, huge)))
+
+
+def test_descending_rank_orders_like_negated_scores() -> None:
+    """Dense ranks: equal scores (0.0 and -0.0 too) share one, infinities in place, NaN (any) last, as a
+    stable sort of ``-score`` has them."""
+    score = np.array([0.5, np.nan, -0.0, np.inf, 0.0, -np.inf, 0.5, np.nan, 1.0])
+    rank = descending_rank(score)
+    np.testing.assert_array_equal(rank, [2, 5, 3, 0, 3, 4, 2, 5, 1])
+    np.testing.assert_array_equal(ordered_by([], rank), np.argsort(-score, kind="stable"))
+    assert descending_rank(np.zeros(0)).shape == (0,)
 
 
 def _loop_confusion(n_cls: int, gt_boxes: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray,

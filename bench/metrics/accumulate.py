@@ -21,9 +21,10 @@ import numpy as np
 from bench.metrics.groups import ordered_by, pow2_buckets
 
 
-def accumulate_order(det_class: np.ndarray, det_score: np.ndarray, det_image_pos: np.ndarray) -> np.ndarray:
-    """accumulate's order: class, then descending score, ties by image (sorted ids), then input order."""
-    return ordered_by([det_class], det_score, (det_image_pos,))
+def accumulate_order(det_class: np.ndarray, score_rank: np.ndarray, det_image_pos: np.ndarray) -> np.ndarray:
+    """accumulate's order: class, then descending score (``score_rank``: ``groups.descending_rank``), ties by
+    image (sorted ids), then input order."""
+    return ordered_by([det_class], score_rank, (det_image_pos,))
 
 
 def needed_true_positives(n_regular: np.ndarray, recall_thresholds: np.ndarray) -> np.ndarray:

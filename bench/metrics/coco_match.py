@@ -29,7 +29,7 @@ from bench.metrics.accumulate import (
     accumulate_order,
     needed_true_positives,
 )
-from bench.metrics.groups import group_table, position_in, rank_within_group
+from bench.metrics.groups import descending_rank, group_table, position_in, rank_within_group
 from bench.metrics.matching import SparseMatches, coco_iou, greedy_match
 from bench.metrics.nwd import NWD_CONSTANT, nwd_similarity
 
@@ -180,11 +180,12 @@ class CocoMatching:
 
 def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
                ranges: np.ndarray, thresholds: np.ndarray, max_det: int, similarity: str = "iou",
-               det_in_ignore_region: np.ndarray | None = None, like: CocoMatching | None = None
-               ) -> CocoMatching:
+               det_in_ignore_region: np.ndarray | None = None, like: CocoMatching | None = None, *,
+               score_rank: np.ndarray | None = None) -> CocoMatching:
     """pycocotools' ``evaluateImg`` for every (area range, threshold) at once, detections of rank >=
     ``max_det`` left out. ``det_in_ignore_region`` (input order): see :mod:`bench.metrics.ignore`. ``like``:
-    a matching of the same boxes whose detection order and ranks are reused (another similarity)."""
+    a matching of the same boxes whose detection order and ranks are reused (another similarity).
+    ``score_rank``: :func:`~bench.metrics.groups.descending_rank` of the scores where the caller has it."""
     if like is not None:
         image_ids, k_of_class, order, rank = like.image_ids, like.k_of_class, like.order, like.rank
         det_k, det_image_pos, score = like.det_k, like.det_image_pos, like.score
@@ -195,7 +196,8 @@ def match_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category_id
         k_of_class[class_of_k] = np.arange(len(category_ids))
         det_image_pos = position_in(image_ids, det.image_id)  # (sorted ids: as np.searchsorted)
         # detections renumbered into accumulate's order once: no (area, threshold, detection) gathers
-        order = accumulate_order(k_of_class[det.label], det.weight, det_image_pos)
+        score_rank = descending_rank(det.weight) if score_rank is None else score_rank
+        order = accumulate_order(k_of_class[det.label], score_rank, det_image_pos)
         score, det_k, det_image_pos = det.weight[order], k_of_class[det.label][order], det_image_pos[order]
         pair = det_image_pos * len(category_ids) + det_k
         # in accumulate's order each (image, class) group already comes by descending score, then input

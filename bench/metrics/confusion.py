@@ -22,10 +22,11 @@ from bench.metrics import native
 from bench.metrics.groups import (
     Columns,
     columns,
+    descending_rank,
     group_slots,
     group_table,
+    ordered_by,
     rank_within_group,
-    sort_by_group_then_score,
 )
 from bench.metrics.matching import greedy_match
 
@@ -67,8 +68,9 @@ def box_iou(a: Columns, b: Columns) -> np.ndarray:
 def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray,
                      gt_ignored: np.ndarray, det_boxes: np.ndarray, det_label: np.ndarray,
                      det_image: np.ndarray, det_score: np.ndarray, *, score_thresh: float = 0.25,
-                     iou_thresh: float = 0.5) -> ConfusionMatrix:
-    """Build the matrix; boxes are continuous ``xyxy``, ``*_image`` any per-image key.
+                     iou_thresh: float = 0.5, score_rank: np.ndarray | None = None) -> ConfusionMatrix:
+    """Build the matrix; boxes are continuous ``xyxy``, ``*_image`` any per-image key. ``score_rank``:
+    :func:`~bench.metrics.groups.descending_rank` of ``det_score`` where the caller has it.
 
     Both passes run on the COCO evaluator's greedy matcher (:func:`bench.metrics.matching.greedy_match`):
     pass 1 per (image, class), pass 2 per image on what pass 1 left. Its rules are this module's (score
@@ -78,6 +80,7 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
     n_cls = len(classes)
     gt_ignored = np.asarray(gt_ignored, dtype=bool)
     keep = np.flatnonzero(det_score >= score_thresh)
+    score_rank = descending_rank(det_score) if score_rank is None else score_rank
     image = np.unique(np.r_[np.asarray(gt_image), np.asarray(det_image)[keep]], return_inverse=True)[1]
     gt_img, det_img = image[:len(gt_image)], image[len(gt_image):]
     regular = np.flatnonzero(~gt_ignored)[::-1]  # reversed: the matcher's ties go to the later box
@@ -93,7 +96,7 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
             free[matched[matched >= 0]] = False
         dets, boxes = keep[pending], np.flatnonzero(free)
         found_det, found_gt = _greedy(np.take(det_boxes, dets, axis=0), group_of_det[pending],
-                                      det_score[dets], np.take(gt_boxes, regular[boxes], axis=0),
+                                      score_rank[dets], np.take(gt_boxes, regular[boxes], axis=0),
                                       group_of_gt[boxes], threshold)
         matched[pending[found_det]] = boxes[found_gt]
     is_match = matched >= 0
@@ -115,14 +118,14 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
                            float(iou_thresh))
 
 
-def _greedy(det_boxes: np.ndarray, det_group: np.ndarray, det_score: np.ndarray, gt_boxes: np.ndarray,
+def _greedy(det_boxes: np.ndarray, det_group: np.ndarray, score_rank: np.ndarray, gt_boxes: np.ndarray,
             gt_group: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(detection, box) of every match of the greedy scan at one IoU threshold: the compiled matcher
     (``native/match.c``, plain IoU, detections visited group by group in score order) or its NumPy form."""
     n_gt = len(gt_group)
     if not (n_gt and len(det_group)):  # (pass 2 on a dense image set: every box taken by pass 1)
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    visit = sort_by_group_then_score(det_group, det_score)
+    visit = ordered_by([det_group], score_rank)
     if native.available():
         order, start, count = group_table(gt_group, det_group[visit])
         no_gt, no_det = np.zeros((1, n_gt), dtype=bool), np.zeros((1, len(visit)), dtype=bool)

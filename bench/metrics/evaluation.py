@@ -30,7 +30,7 @@ from bench.metrics.coco import (
 )
 from bench.metrics.confusion import ConfusionMatrix, confusion_matrix
 from bench.metrics.detections import DetectionResults
-from bench.metrics.groups import position_in
+from bench.metrics.groups import descending_rank, position_in
 from bench.metrics.ignore import dataset_ignore_regions, in_ignore_regions
 from bench.metrics.parallel import reaped, run_beside
 from bench.metrics.protocols import get_protocol
@@ -100,15 +100,17 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
     region_image, region_boxes = dataset_ignore_regions(gt.records)
     in_region = in_ignore_regions(dets.image_id, dets.boxes, region_image, region_boxes) \
         if len(region_image) else None
-    side = run_beside(_side_metrics, gt, truth, dets, coco_truth, coco_dets, small_objects, in_region,
-                      confusion_score, confusion_iou)
+    score_rank = descending_rank(dets.score)  # the one sort of the scores; every ordering below reuses it
+    side = run_beside(_side_metrics, gt, truth, dets, score_rank, coco_truth, coco_dets, small_objects,
+                      in_region, confusion_score, confusion_iou)
     coco_protocol = get_protocol("coco")
     protocols = [coco_protocol] + ([get_protocol(name, (small_objects.max_dets or {}).get(name))
                                     for name in small_objects.protocols] if small_objects is not None else [])
     with reaped(side):
         # one IoU matching on the tolerance grid 0.10:0.95 for every protocol; its COCO run's last ten rows
         # are pycocotools' arrays, bit for bit
-        iou = shared_matching(coco_truth, coco_dets, truth.image_ids, category_ids, protocols, in_region)
+        iou = shared_matching(coco_truth, coco_dets, truth.image_ids, category_ids, protocols, in_region,
+                              score_rank=score_rank)
         small = small_object_metrics(coco_truth, coco_dets, truth.image_ids, category_ids, small_objects,
                                      in_region, iou, lambda: side()[3]) if small_objects is not None else {}
         coco_run = protocol_run(iou, coco_protocol)  # memoised in ``iou``: the COCO protocol's run
@@ -139,8 +141,8 @@ def evaluate(gt: DetectionDataset, dets: DetectionResults, *, iou_pr: tuple[floa
     )
 
 
-def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResults, coco_truth: CocoBoxes,
-                  coco_dets: CocoBoxes, small_objects: SmallObjectSettings | None,
+def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResults, score_rank: np.ndarray,
+                  coco_truth: CocoBoxes, coco_dets: CocoBoxes, small_objects: SmallObjectSettings | None,
                   in_region: np.ndarray | None, confusion_score: float, confusion_iou: float
                   ) -> tuple[list[VocAP], Curves, ConfusionMatrix, dict[str, Any], dict[str, str]]:
     """VOC APs, ROC curves, the confusion matrix, the TIDE of ``small_objects``, and the engine's record
@@ -150,7 +152,7 @@ def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResu
     ignored = truth.difficult | truth.iscrowd  # VOC has no crowd regions: they count like difficult boxes
     matches = match_devkit(to_devkit(truth.boxes), truth.label * len(truth.image_ids) + truth.image, ignored,
                            to_devkit(dets.boxes), dets.label * len(truth.image_ids) + det_image, dets.score,
-                           VOC_IOU)
+                           VOC_IOU, score_rank=score_rank)
     n_positive = np.bincount(truth.label[~ignored], minlength=n_cls)
     in_class = _split_by_class(dets.label[matches.order], n_cls)
     voc_aps = [devkit_ap(matches.tp[idx], matches.fp[idx], int(n_positive[c]))
@@ -159,11 +161,12 @@ def _side_metrics(gt: DetectionDataset, truth: _GroundTruth, dets: DetectionResu
     roc.csv_text(list(gt.classes), ROC_COLUMNS)  # its file's text too (the largest file), kept in ``roc``
     confusion = confusion_matrix(gt.classes, truth.boxes, truth.label, truth.image, ignored, dets.boxes,
                                  dets.label, det_image, dets.score, score_thresh=confusion_score,
-                                 iou_thresh=confusion_iou)
+                                 iou_thresh=confusion_iou, score_rank=score_rank)
     done: dict[str, Any] = {}
     if small_objects is not None:
         category_ids = list(gt.category_ids or [])
-        done["tide"] = tide_section(coco_truth, coco_dets, truth.image_ids, len(category_ids), small_objects)
+        done["tide"] = tide_section(coco_truth, coco_dets, truth.image_ids, len(category_ids), small_objects,
+                                    score_rank)
     return voc_aps, roc, confusion, done, _engine()
 
 

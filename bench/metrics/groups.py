@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.metrics import native
+
 Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -100,31 +102,37 @@ def rank_within_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def sort_by_group_then_score(group: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Indices grouped by ``group``, descending score inside a group, input order among equal scores."""
-    return ordered_by([group], score)
+def descending_rank(score: np.ndarray) -> np.ndarray:
+    """Dense rank of each score, the highest 0 (equal scores share a rank, NaN last): all an ordering needs
+    from the scores. Ranking is the one comparison sort of an evaluation's orderings, so it is done once per
+    set of detections and handed to every :func:`ordered_by` of them (or of points taken from them)."""
+    distinct, inverse = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True)
+    rank = len(distinct) - 1 - inverse.ravel()
+    if len(distinct) and np.isnan(distinct[-1]):  # np.unique sorts NaN (one value) last: rank it last
+        rank = np.where(rank == 0, len(distinct) - 1, rank - 1)
+    return rank
 
 
-def ordered_by(before: list[np.ndarray], score: np.ndarray, after: tuple[np.ndarray, ...] = ()
+def ordered_by(before: list[np.ndarray], score_rank: np.ndarray, after: tuple[np.ndarray, ...] = ()
                ) -> np.ndarray:
-    """``np.lexsort`` order of the keys ``before`` (ascending), then descending ``score``, then ``after``,
-    then input order. Non-negative integer keys and the score's dense rank are packed into one unique int64
-    key, sorted by one unstable argsort (several times faster than ``lexsort``'s passes); keys too wide to
-    pack fall back to ``lexsort``."""
-    n = len(score)
-    keys = [np.asarray(k) for k in (*before, *after)]
-    if n and all(k.dtype.kind in "iu" and k.min() >= 0 for k in keys) and np.isfinite(score).all():
-        distinct, rank = np.unique(score, return_inverse=True)
-        desc = len(distinct) - 1 - rank.ravel()
-        sizes = [int(k.max()) + 1 for k in before] + [len(distinct)] + [int(k.max()) + 1 for k in after] + [n]
-        if float(np.prod(np.array(sizes, dtype=np.float64))) < 2.0**62:
+    """``np.lexsort`` order of the keys ``before`` (ascending), then ``score_rank`` (:func:`descending_rank`:
+    descending score), then ``after``, then input order. Non-negative integer keys take one stable counting
+    pass each (``native/order.c``) where their ranges are not much wider than the arrays, or are packed into
+    one unique int64 key for one unstable argsort (several times faster than ``lexsort``'s passes); other
+    keys fall back to ``lexsort``."""
+    n = len(score_rank)
+    keys = [np.asarray(k) for k in (*before, score_rank, *after)]
+    if n and all(k.dtype.kind in "iu" and k.min() >= 0 for k in keys):
+        sizes = [int(k.max()) + 1 for k in keys]
+        if native.available() and max(sizes) <= 4 * n + (1 << 20):
+            return native.order_by_keys(keys[::-1], sizes[::-1])
+        if float(np.prod(np.array([*sizes, n], dtype=np.float64))) < 2.0**62:
             packed = np.zeros(n, dtype=np.int64)
-            for key, size in zip([*keys[:len(before)], desc, *keys[len(before):], np.arange(n)], sizes,
-                                 strict=True):
+            for key, size in zip([*keys, np.arange(n)], [*sizes, n], strict=True):
                 packed *= size
                 packed += key
             return np.argsort(packed)
-    return np.lexsort((np.arange(n), *after[::-1], -score, *before[::-1]))
+    return np.lexsort((np.arange(n), *keys[::-1]))
 
 
 def pow2_buckets(sizes: np.ndarray) -> np.ndarray:

@@ -66,15 +66,18 @@ def protocol_rows(protocol: SizeProtocol) -> np.ndarray:
 
 def shared_matching(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
                     protocols: list[SizeProtocol], in_region: np.ndarray | None, similarity: str = "iou",
-                    like: CocoMatching | None = None) -> CocoMatching:
+                    like: CocoMatching | None = None, *, score_rank: np.ndarray | None = None
+                    ) -> CocoMatching:
     """One matching on the tolerance grid for all ``protocols``: the union of their area ranges, their
-    largest maxDets (:mod:`bench.metrics.coco_match` says why that is exact for each of them)."""
+    largest maxDets (:mod:`bench.metrics.coco_match` says why that is exact for each of them).
+    ``score_rank``: as :func:`~bench.metrics.coco_match.match_coco` takes it."""
     ranges: list[tuple[float, float]] = []
     for protocol in protocols:
         ranges += [r for r in protocol.params().area_ranges.values() if r not in ranges]
     regions = in_region if any(p.ignore_regions for p in protocols) else None
     return match_coco(truth, dets, image_ids, category_ids, np.array(ranges), TOLERANCE_THRESHOLDS,
-                      max(max(p.max_dets) for p in protocols), similarity, regions, like)
+                      max(max(p.max_dets) for p in protocols), similarity, regions, like,
+                      score_rank=score_rank)
 
 
 def protocol_run(matching: CocoMatching, protocol: SizeProtocol, largest_only: bool = False
@@ -121,9 +124,10 @@ def nwd_curves(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, categor
 
 
 def tide_section(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, n_classes: int,
-                 settings: SmallObjectSettings) -> dict[str, Any] | None:
+                 settings: SmallObjectSettings, score_rank: np.ndarray | None = None
+                 ) -> dict[str, Any] | None:
     """TIDE overall and per bucket of the first protocol (None when off); images visited in ``image_ids``'
-    order (the data set's)."""
+    order (the data set's). ``score_rank``: as :func:`~bench.metrics.tide.tide` takes it."""
     protocols = selected_protocols(settings)
     if not (settings.tide and protocols):
         return None
@@ -132,7 +136,8 @@ def tide_section(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, n_cla
     gt_pos, det_pos = position_in(file_order, truth.image_id), position_in(file_order, dets.image_id)
     return {"protocol": first.name, "error_types": list(ERROR_TYPES), "special_types": list(SPECIAL_TYPES),
             **tide(truth.xywh, truth.label, gt_pos, truth.iscrowd, dets.xywh, dets.label, det_pos,
-                   dets.weight, n_classes, {k: (lo**2, hi**2) for k, (lo, hi) in first.buckets.items()})}
+                   dets.weight, n_classes, {k: (lo**2, hi**2) for k, (lo, hi) in first.buckets.items()},
+                   score_rank=score_rank)}
 
 
 def protocol_match(matching: CocoMatching, protocol: SizeProtocol) -> tuple[CocoMatch, CocoParams]:

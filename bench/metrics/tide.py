@@ -32,13 +32,13 @@ import numpy as np
 from bench.metrics import native
 from bench.metrics.groups import (
     columns,
+    descending_rank,
     group_sizes,
     group_slots,
     group_table,
     ordered_by,
     pow2_buckets,
     rank_within_group,
-    sort_by_group_then_score,
 )
 from bench.metrics.matching import coco_iou
 from bench.metrics.tide_ap import Points, ap_at_true_positives, mean_ap, tide_ap
@@ -114,18 +114,23 @@ def _match_images(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarra
 
 def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_crowd: np.ndarray,
          det_xywh: np.ndarray, det_label: np.ndarray, det_image: np.ndarray, det_score: np.ndarray,
-         n_classes: int, buckets: dict[str, tuple[float, float]] | None = None) -> dict:
+         n_classes: int, buckets: dict[str, tuple[float, float]] | None = None, *,
+         score_rank: np.ndarray | None = None) -> dict:
     """TIDE at IoU 0.5: AP50 (tidecv's), ΔAP per error type and special error, error counts, and the same
-    ΔAPs per size bucket (``label -> (lo, hi)`` areas). ``*_image`` are image positions (0..I-1)."""
-    rank = rank_within_group(det_image, sort_by_group_then_score(det_image, det_score))
-    keep = np.flatnonzero(rank < MAX_DETS)  # (dropping later ranks changes no kept one)
-    # tidecv's visit order: images in order, detections by score inside an image (unique keys). Every
-    # detection array takes it here, so the matching walks memory front to back (5x faster than visiting the
-    # input order's positions); a detection's index is its place in the visit from here on.
-    visit = keep[np.argsort(det_image[keep] * (int(rank[keep].max(initial=0)) + 1) + rank[keep])]
+    ΔAPs per size bucket (``label -> (lo, hi)`` areas). ``*_image`` are image positions (0..I-1).
+    ``score_rank``: :func:`~bench.metrics.groups.descending_rank` of ``det_score`` where the caller has it
+    (TIDE orders by score only)."""
+    score_rank = descending_rank(det_score) if score_rank is None else score_rank
+    # tidecv's visit order: images in order, detections by score inside an image, the first MAX_DETS of each
+    # (dropping later ranks changes no kept one). Every detection array takes it here, so the matching walks
+    # memory front to back (5x faster than visiting the input order's positions); a detection's index is
+    # its place in the visit from here on.
+    by_image = ordered_by([det_image], score_rank)
+    rank = rank_within_group(det_image, by_image)
+    visit = by_image[rank[by_image] < MAX_DETS]
     det_xywh = np.take(det_xywh, visit, axis=0)
-    det_label, det_image, det_score, det_rank = (np.take(x, visit) for x in (det_label, det_image, det_score,
-                                                                              rank))
+    det_label, det_image, score_rank, det_rank = (np.take(x, visit)
+                                                  for x in (det_label, det_image, score_rank, rank))
     regular = np.flatnonzero(~gt_crowd)
     crowd = np.flatnonzero(gt_crowd)
     r_xywh, r_label, r_image = gt_xywh[regular], gt_label[regular], gt_image[regular]
@@ -138,12 +143,12 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
         ignored = (matched < 0) & _in_crowd_region(det_xywh, det_group, gt_xywh[crowd], crowd_group)
     has_gt = np.bincount(r_image, minlength=int(det_image.max(initial=-1)) + 1)[det_image] > 0 \
         if len(det_image) else np.zeros(0, bool)
-    errors = _classify(matched, has_gt, best, used_cls, used, det_score, len(r_label))
-    points = Points(det_label[~ignored], det_score[~ignored], matched[~ignored] >= 0,
+    errors = _classify(matched, has_gt, best, used_cls, used, score_rank, len(r_label))
+    points = Points(det_label[~ignored], score_rank[~ignored], matched[~ignored] >= 0,
                      np.flatnonzero(~ignored))
     positives = np.bincount(r_label, minlength=n_classes)
     base = tide_ap(points, n_classes, positives)
-    fixes = _Fixes(errors, det_label, det_score, matched, ignored, r_label, positives, n_classes)
+    fixes = _Fixes(errors, det_label, score_rank, matched, ignored, r_label, positives, n_classes)
     main = {name: max(fixes.ap(np.asarray(errors.kind == code)) - base, 0.0) for name, code in _CODE.items()}
     no_fix = np.zeros(len(errors.kind), dtype=bool)
     unused = np.bincount(r_label[~used], minlength=n_classes)
@@ -179,7 +184,7 @@ def _in_crowd_region(det_xywh: np.ndarray, det_group: np.ndarray, crowd_xywh: np
 
 
 def _classify(matched: np.ndarray, has_gt: np.ndarray, best: dict,
-              used_cls: np.ndarray, used: np.ndarray, det_score: np.ndarray, n_gt: int) -> _Errors:
+              used_cls: np.ndarray, used: np.ndarray, score_rank: np.ndarray, n_gt: int) -> _Errors:
     """The error of every unmatched or ignored detection, then the misses, in tidecv's construction order."""
     cls_iou, cls_gt = best["cls"]
     noncls_iou, noncls_gt = best["noncls"]
@@ -198,7 +203,7 @@ def _classify(matched: np.ndarray, has_gt: np.ndarray, best: dict,
     claim = np.flatnonzero((loc | cls) & ~used[np.maximum(gt, 0)])
     fixable = np.zeros(len(wrong), dtype=bool)
     if len(claim):
-        pick = np.lexsort((claim, -det_score[wrong[claim]], gt[claim]))
+        pick = np.lexsort((claim, score_rank[wrong[claim]], gt[claim]))
         first = np.r_[True, gt[claim][pick][1:] != gt[claim][pick][:-1]]
         fixable[claim[pick][first]] = True
     usable = np.zeros(n_gt, dtype=bool)
@@ -213,7 +218,7 @@ class _Fixes:
     order is the same (the points of a fix are errors in their original or fixed form, then the true
     positives, keyed by that insertion order)."""
 
-    def __init__(self, errors: _Errors, det_label: np.ndarray, det_score: np.ndarray, matched: np.ndarray,
+    def __init__(self, errors: _Errors, det_label: np.ndarray, score_rank: np.ndarray, matched: np.ndarray,
                  ignored: np.ndarray, gt_label: np.ndarray, positives: np.ndarray, n_classes: int) -> None:
         self.errors, self.gt_label, self.positives, self.n_classes = errors, gt_label, positives, n_classes
         self.empty = len(det_label) == 0
@@ -227,10 +232,10 @@ class _Fixes:
         n_err = len(errors.kind)
         # candidates: errors as they are, errors fixed into true positives, the true positives
         self.cls = np.r_[det_label[d], fixed_cls, det_label[tp]].astype(np.int64)
-        self.score = np.r_[det_score[d], det_score[d], det_score[tp]]
+        self.score_rank = np.r_[score_rank[d], score_rank[d], score_rank[tp]]
         self.correct = np.r_[np.zeros(n_err, bool), np.ones(n_err + len(tp), bool)]
         self.key = np.r_[np.arange(n_err), np.arange(n_err), n_err + np.arange(len(tp))]
-        self.order = ordered_by([self.cls], self.score, (self.key,))
+        self.order = ordered_by([self.cls], self.score_rank, (self.key,))
         self.sorted_cls = self.cls[self.order]
         self.sorted_correct = self.correct[self.order]
         self.sorted_tp = np.flatnonzero(self.sorted_correct)  # positions of the order that are correct
@@ -247,8 +252,8 @@ class _Fixes:
         np.subtract.at(positives, self.gt_label[self.errors.gt[miss_fixed]], 1)
         chosen = np.r_[~fix & self.original, fix & self.fixable_tp, np.ones(self.n_tp, bool)]
         if perfect_scores:  # FalsePositiveError.fix: true positives score 1, false positives 0
-            points = Points(self.cls[chosen], self.correct[chosen].astype(np.float64), self.correct[chosen],
-                             self.key[chosen])
+            correct = self.correct[chosen]  # (score rank 0: the true positives)
+            points = Points(self.cls[chosen], (~correct).astype(np.int64), correct, self.key[chosen])
             return tide_ap(points, self.n_classes, positives)
         if native.available():  # the loop over the sorted points, in tide.c
             return mean_ap(*native.tide_fix_ap(self.class_bounds, self.order, self.sorted_correct, chosen,

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.metrics import native
-from bench.metrics.groups import Columns, columns, group_sizes, group_slots, group_table
+from bench.metrics.groups import (
+    Columns,
+    columns,
+    descending_rank,
+    group_sizes,
+    group_slots,
+    group_table,
+    ordered_by,
+)
 
 _CHUNK_ELEMENTS = 1 << 22  # detections x group width per IoU block: bounds memory on crowded images
 
@@ -57,13 +65,15 @@ class VocMatches:
 
 
 def match_devkit(gt_boxes: np.ndarray, gt_group: np.ndarray, gt_difficult: np.ndarray, det_boxes: np.ndarray,
-                 det_group: np.ndarray, det_score: np.ndarray, iou_threshold: float) -> VocMatches:
-    """Devkit matching of detections to ground truth in devkit coordinates.
+                 det_group: np.ndarray, det_score: np.ndarray, iou_threshold: float, *,
+                 score_rank: np.ndarray | None = None) -> VocMatches:
+    """Devkit matching of detections to ground truth in devkit coordinates (``score_rank``:
+    :func:`~bench.metrics.groups.descending_rank` of ``det_score`` where the caller has it).
 
     ``*_group`` say which boxes may match: the image for one class, or an (image, class) key to evaluate every
     class in one pass (the per-class sequences of a stable global sort are the per-class stable sorts).
     """
-    order = np.argsort(-np.asarray(det_score, dtype=np.float64), kind="stable")
+    order = ordered_by([], descending_rank(det_score) if score_rank is None else score_rank)  # stable
     if native.available():  # the same overlaps as a loop (native/voc.c)
         gt_order, start, count = group_table(gt_group, det_group[order])
         best_iou, best_gt = native.devkit_best_overlap(np.take(np.asarray(det_boxes), order, axis=0), start,

@@ -3,7 +3,8 @@
 Five loops dominate an evaluation and cost NumPy hundreds of array passes each: the greedy matching
 (:mod:`bench.metrics.matching`), pycocotools' accumulate (:mod:`bench.metrics.accumulate`), the bootstrap's
 resampled AP (:mod:`bench.metrics.resample`), TIDE's per-image matching (:mod:`bench.metrics.tide`) and the
-VOC devkit's overlaps (:mod:`bench.metrics.voc`). Each
+VOC devkit's overlaps (:mod:`bench.metrics.voc`); the orderings by group and score
+(:func:`bench.metrics.groups.ordered_by`) take counting passes instead of comparison sorts. Each
 has a C form here (``*.c`` beside this file) that follows the NumPy form, and for the COCO arrays
 pycocotools, operation for operation, so the numbers do not depend on which one ran (the tests compare them
 on random problems: identical, but for the bootstrap's summation order, ~1e-16).
@@ -30,6 +31,7 @@ _SIGNATURES: dict[str, tuple] = {
     "bench_match_take": ("h", "n", np.uint8, np.uint8, "n", np.uint8, "n", np.int64, np.int32, np.int32,
                          np.int8),
     "bench_rank_in_order": ("n", np.int64, "n", np.int64),
+    "bench_order_by_key": ("n", np.int64, "n", np.int64, np.int64),
     "bench_accumulate_cell": ("n", "n", "n", "n", np.int64, np.float64, np.uint8, np.uint8, np.int64,
                               np.int32, np.int8, np.int64, np.float64, np.int64, np.float64, np.float64,
                               np.float64),
@@ -134,10 +136,21 @@ def overlaps_any(det_boxes: np.ndarray, det_start: np.ndarray, det_count: np.nda
 
 
 def rank_in_order(group: np.ndarray, n_groups: int) -> np.ndarray:
-    """Rank of each element inside its group (ids in ``[0, n_groups)``) in array order (``match.c``)."""
+    """Rank of each element inside its group (ids in ``[0, n_groups)``) in array order (``order.c``)."""
     rank = np.empty(len(group), dtype=np.int64)
     _call("bench_rank_in_order", len(group), group, n_groups, rank)
     return rank
+
+
+def order_by_keys(keys: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """``np.lexsort(keys)`` (the last key most significant) of non-negative integer keys below ``sizes``:
+    one stable counting pass per key (``order.c``), from the input order."""
+    order = np.arange(len(keys[0]) if keys else 0, dtype=np.int64)
+    for key, size in zip(keys, sizes, strict=True):
+        out = np.empty_like(order)
+        _call("bench_order_by_key", len(order), key, size, order, out)
+        order = out
+    return order
 
 
 def accumulate_cell(class_bounds: np.ndarray, score: np.ndarray, within: np.ndarray, counted: np.ndarray,

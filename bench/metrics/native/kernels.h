@@ -27,8 +27,10 @@ int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited
                          int64_t n_gt, const uint8_t *det_outside, int64_t n_det, int64_t *bounds,
                          int32_t *det, int32_t *gt, int8_t *status);
 
-/* Rank of each element in its group (group ids in [0, n_groups)) in array order, see match.c. */
+/* Rank of each element in its group (group ids in [0, n_groups)) in array order, see order.c. */
 int32_t bench_rank_in_order(int64_t n, const int64_t *group, int64_t n_groups, int64_t *rank);
+/* A permutation stably reordered by one integer key (in [0, n_keys)) of its elements, see order.c. */
+int32_t bench_order_by_key(int64_t n, const int64_t *key, int64_t n_keys, const int64_t *order, int64_t *out);
 
 /* pycocotools' accumulate of one (area range, maxDets) cell, see accumulate.c. */
 int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64_t n_rec,

@@ -169,13 +169,3 @@ int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited
     release(m);
     return 0;
 }
-
-/* Rank of every element inside its group when the elements are visited in array order (0 = first): a count
- * per group (bench.metrics.groups.rank_within_group with a stable sort by group is the NumPy form). */
-int32_t bench_rank_in_order(int64_t n, const int64_t *group, int64_t n_groups, int64_t *rank) {
-    int64_t *seen = calloc(n_groups + 1, sizeof(int64_t));
-    if (!seen) return -1;
-    for (int64_t j = 0; j < n; j++) rank[j] = seen[group[j]]++;
-    free(seen);
-    return 0;
-}
