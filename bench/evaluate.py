@@ -10,6 +10,7 @@ exits with status 2 and one line on stderr naming the file (and the entry or fie
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -98,4 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Everything is written and closed: leave without the interpreter's teardown of its modules and objects
+    # (20-40 ms, a twentieth of a 2,000-image evaluation). An exception out of main() exits the usual way.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
