@@ -39,14 +39,21 @@ def test_ordered_by_equals_lexsort(monkeypatch: pytest.MonkeyPatch, kernels: str
                                   np.lexsort((np.arange(n), image, -score, huge)))
 
 
-def test_descending_rank_orders_like_negated_scores() -> None:
+@pytest.mark.parametrize("kernels", ["1", "0"])  # radix sort (order.c), np.unique
+def test_descending_rank_orders_like_negated_scores(monkeypatch: pytest.MonkeyPatch, kernels: str) -> None:
     """Dense ranks: equal scores (0.0 and -0.0 too) share one, infinities in place, NaN (any) last, as a
-    stable sort of ``-score`` has them."""
-    score = np.array([0.5, np.nan, -0.0, np.inf, 0.0, -np.inf, 0.5, np.nan, 1.0])
+    stable sort of ``-score`` has them; on random scores, the distinct values of ``np.unique``."""
+    monkeypatch.setenv(native.ENV, kernels)
+    score = np.array([0.5, np.nan, -0.0, np.inf, 0.0, -np.inf, 0.5, -np.nan, 1.0])
     rank = descending_rank(score)
     np.testing.assert_array_equal(rank, [2, 5, 3, 0, 3, 4, 2, 5, 1])
     np.testing.assert_array_equal(ordered_by([], rank), np.argsort(-score, kind="stable"))
     assert descending_rank(np.zeros(0)).shape == (0,)
+    rng = np.random.default_rng(0)  # every 16-bit digit varies: exponents, signs, ties, subnormals
+    score = np.r_[rng.standard_normal(3000) * 10.0 ** rng.integers(-300, 300, 3000), rng.random(500).round(2),
+                  5e-324, -5e-324, 1e308, -1e308]
+    distinct, inverse = np.unique(score, return_inverse=True)
+    np.testing.assert_array_equal(descending_rank(score), len(distinct) - 1 - inverse.ravel())
 
 
 def _loop_confusion(n_cls: int, gt_boxes: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray,

@@ -106,6 +106,8 @@ def descending_rank(score: np.ndarray) -> np.ndarray:
     """Dense rank of each score, the highest 0 (equal scores share a rank, NaN last): all an ordering needs
     from the scores. Ranking is the one comparison sort of an evaluation's orderings, so it is done once per
     set of detections and handed to every :func:`ordered_by` of them (or of points taken from them)."""
+    if native.available():  # a radix sort of the scores' bits
+        return native.descending_rank(np.asarray(score, dtype=np.float64).reshape(-1))
     distinct, inverse = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True)
     rank = len(distinct) - 1 - inverse.ravel()
     if len(distinct) and np.isnan(distinct[-1]):  # np.unique sorts NaN (one value) last: rank it last

@@ -32,6 +32,7 @@ _SIGNATURES: dict[str, tuple] = {
                          np.int8),
     "bench_rank_in_order": ("n", np.int64, "n", np.int64),
     "bench_order_by_key": ("n", np.int64, "n", np.int64, np.int64),
+    "bench_descending_rank": ("n", np.float64, np.int64),
     "bench_accumulate_cell": ("n", "n", "n", "n", np.int64, np.float64, np.uint8, np.uint8, np.int64,
                               np.int32, np.int8, np.int64, np.float64, np.int64, np.float64, np.float64,
                               np.float64),
@@ -139,6 +140,14 @@ def rank_in_order(group: np.ndarray, n_groups: int) -> np.ndarray:
     """Rank of each element inside its group (ids in ``[0, n_groups)``) in array order (``order.c``)."""
     rank = np.empty(len(group), dtype=np.int64)
     _call("bench_rank_in_order", len(group), group, n_groups, rank)
+    return rank
+
+
+def descending_rank(score: np.ndarray) -> np.ndarray:
+    """Dense rank of each score, the highest 0, ties (0.0 and -0.0, every NaN) sharing one, NaN last: a
+    radix sort (``order.c``)."""
+    rank = np.empty(len(score), dtype=np.int64)
+    _call("bench_descending_rank", len(score), score, rank)
     return rank
 
 

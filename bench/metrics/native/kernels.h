@@ -31,6 +31,8 @@ int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited
 int32_t bench_rank_in_order(int64_t n, const int64_t *group, int64_t n_groups, int64_t *rank);
 /* A permutation stably reordered by one integer key (in [0, n_keys)) of its elements, see order.c. */
 int32_t bench_order_by_key(int64_t n, const int64_t *key, int64_t n_keys, const int64_t *order, int64_t *out);
+/* Dense descending rank of scores (the highest 0, NaN last), see order.c. */
+int32_t bench_descending_rank(int64_t n, const double *score, int64_t *rank);
 
 /* pycocotools' accumulate of one (area range, maxDets) cell, see accumulate.c. */
 int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64_t n_rec,
