@@ -14,7 +14,7 @@ from bench.data.coco import read_coco
 from bench.metrics import DetectionResults, evaluate, native
 from bench.metrics.accumulate import accumulate_order
 from bench.metrics.confusion import box_iou, confusion_matrix
-from bench.metrics.groups import descending_rank, ordered_by
+from bench.metrics.groups import dense_ids, descending_rank, ordered_by
 from bench.metrics.parallel import ENV, run_beside
 from tests.test_metrics_coco import random_problem
 
@@ -54,6 +54,15 @@ def test_descending_rank_orders_like_negated_scores(monkeypatch: pytest.MonkeyPa
                   5e-324, -5e-324, 1e308, -1e308]
     distinct, inverse = np.unique(score, return_inverse=True)
     np.testing.assert_array_equal(descending_rank(score), len(distinct) - 1 - inverse.ravel())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dense_ids_equal_unique_inverse(seed: int) -> None:
+    """The table numbering (small integer ranges, negative keys too) and the sort (wide ranges, floats)."""
+    rng = np.random.default_rng(seed)
+    for keys in (rng.integers(-5, 50, 300), rng.integers(0, 2**40, 100), rng.random(20),
+                 np.zeros(0, np.int64)):
+        np.testing.assert_array_equal(dense_ids(keys), np.unique(keys, return_inverse=True)[1].reshape(-1))
 
 
 def _loop_confusion(n_cls: int, gt_boxes: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray,

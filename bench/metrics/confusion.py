@@ -22,6 +22,7 @@ from bench.metrics import native
 from bench.metrics.groups import (
     Columns,
     columns,
+    dense_ids,
     descending_rank,
     group_slots,
     group_table,
@@ -81,7 +82,7 @@ def confusion_matrix(classes: list[str], gt_boxes: np.ndarray, gt_label: np.ndar
     gt_ignored = np.asarray(gt_ignored, dtype=bool)
     keep = np.flatnonzero(det_score >= score_thresh)
     score_rank = descending_rank(det_score) if score_rank is None else score_rank
-    image = np.unique(np.r_[np.asarray(gt_image), np.asarray(det_image)[keep]], return_inverse=True)[1]
+    image = dense_ids(np.r_[np.asarray(gt_image), np.asarray(det_image)[keep]])
     gt_img, det_img = image[:len(gt_image)], image[len(gt_image):]
     regular = np.flatnonzero(~gt_ignored)[::-1]  # reversed: the matcher's ties go to the later box
     label = np.asarray(det_label)[keep]

@@ -208,8 +208,10 @@ def _class_aps(coco: CocoEvaluation) -> dict[str, np.ndarray]:
 
 
 def _split_by_class(labels_in_order: np.ndarray, n_cls: int) -> list[np.ndarray]:
-    """Positions (into the evaluation order) of each class's detections, keeping the order."""
-    by_class = np.argsort(labels_in_order, kind="stable")
+    """Positions (into the evaluation order) of each class's detections, keeping the order (16-bit labels
+    take NumPy's radix sort)."""
+    labels = labels_in_order.astype(np.int16) if n_cls < 2**15 else labels_in_order
+    by_class = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels_in_order[by_class], np.arange(n_cls + 1))
     return [by_class[bounds[c]:bounds[c + 1]] for c in range(n_cls)]
 

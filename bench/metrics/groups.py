@@ -48,6 +48,20 @@ def index_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray | None:
     return by_key[pos] if (keys[by_key][pos] == values).all() else None
 
 
+def dense_ids(keys: np.ndarray) -> np.ndarray:
+    """``np.unique(keys, return_inverse=True)[1]``: each key's place among the distinct keys, sorted. Integer
+    keys spanning a range not much wider than the array are numbered through a table of the range (no
+    sort)."""
+    keys = np.asarray(keys)
+    if len(keys) and keys.dtype.kind in "iu":
+        lo, hi = int(keys.min()), int(keys.max())
+        if hi - lo <= 4 * len(keys) + (1 << 16):
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[keys - lo] = True
+            return (np.cumsum(present) - 1)[keys - lo]
+    return np.unique(keys, return_inverse=True)[1].reshape(-1)
+
+
 def position_in(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Index of each of ``values`` in ``keys`` (distinct integers), all of them among the keys: the table of
     :func:`index_of` where it applies, else a binary search (``np.searchsorted`` over the sorted keys)."""
