@@ -10,7 +10,7 @@ import pytest
 
 from bench.data.records import DetectionDataset, ImageRecord
 from bench.errors import BenchInputError
-from bench.metrics import DetectionResults
+from bench.metrics import DetectionResults, native
 
 
 @pytest.fixture()
@@ -88,8 +88,10 @@ def test_unreadable_file(tmp_path: Path, gt: DetectionDataset) -> None:
         DetectionResults.from_coco_json(tmp_path / "missing.json", gt)
 
 
+@pytest.mark.parametrize("kernels", ["1", "0"])  # the compiled reader, ultrafast-pycocotools' reader
 def test_fast_reader_equals_checked_reader(tmp_path: Path, gt: DetectionDataset,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                           monkeypatch: pytest.MonkeyPatch, kernels: str) -> None:
+    monkeypatch.setenv(native.ENV, kernels)
     rng = np.random.default_rng(0)
     entries = [{"image_id": int(rng.choice([11, 12])), "category_id": int(rng.choice([3, 8])),
                 "bbox": np.round(rng.uniform(0.5, 50, 4), 3).tolist(), "score": float(rng.random())}
@@ -109,10 +111,13 @@ def test_fast_reader_equals_checked_reader(tmp_path: Path, gt: DetectionDataset,
                                    {"image_id": 11.0, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1},
                                    {"image_id": 13, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1},
                                    {"image_id": 11, "category_id": 4, "bbox": [1, 2, 3, 4], "score": 1}])
+@pytest.mark.parametrize("kernels", ["1", "0"])
 def test_fast_reader_leaves_unusual_files_to_the_checked_reader(tmp_path: Path, gt: DetectionDataset,
-                                                                entry: dict) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch, entry: dict,
+                                                                kernels: str) -> None:
     """A missing or null score (the Rust reader reads both as 0, here beside a true 0), a float id, an
     unknown image or class: the checked path reads the file and names the problem."""
+    monkeypatch.setenv(native.ENV, kernels)
     from bench.metrics import detections
     zero = {"image_id": 12, "category_id": 8, "bbox": [1, 2, 3, 4], "score": 0}
     path = write(tmp_path, [zero, entry])
@@ -143,3 +148,51 @@ def test_score_keys_are_counted_across_read_boundaries(tmp_path: Path, chunk: in
     for data, null in ((text + b"]", True), (text.replace(b"null", b"1") + b"]", False)):
         path = write(tmp_path, data.decode())
         assert _score_keys(path, chunk) == (data.count(b'"score"'), null)
+
+
+NUMBERS = ["0", "-0", "-0.0", "0.1", "1e-5", "1E+3", "2.5e2", "123456789012345678901", "9007199254740993",
+           "0.30000000000000004", "1.7976931348623157e308", "5e-324", "2.2250738585072014e-308", "-7.25",
+           "1e22", "1e23", "0.000001234567890123456789", "4.35", "12345678901234567.5", "1e-400"]
+
+
+@pytest.mark.skipif(not native.available(), reason="compiled kernels not built")
+def test_compiled_reader_reads_every_number_as_python_does(tmp_path: Path) -> None:
+    """Each number is the double Python's json reads (integers, -0, long mantissas, far exponents,
+    subnormals), whatever the key order, spacing and other keys (skipped whatever their value)."""
+    rng = np.random.default_rng(0)
+    texts = NUMBERS + [repr(float(v)) for v in rng.standard_normal(200) * 10.0 ** rng.integers(-12, 12, 200)]
+    entries, lines = [], []
+    for i in range(0, len(texts) - 4, 2):
+        bbox, score = texts[i:i + 4], texts[i + 4]
+        fields = [f'"image_id" : {i}', f'"category_id":{-i}', f'"bbox":[ {", ".join(bbox)} ]',
+                  f'"score":{score}', '"extra": {"a": [1, "x\\"y", null, true, false, {}], "b": []}']
+        order = rng.permutation(len(fields))
+        lines.append("{" + ",\n\t".join(fields[k] for k in order) + "}")
+        entries.append(json.loads(lines[-1]))
+    path = write(tmp_path, " [" + ",\r\n".join(lines) + "] \n")
+    image_id, category_id, xywh, score = native.read_results(path)
+    np.testing.assert_array_equal(image_id, [e["image_id"] for e in entries])
+    np.testing.assert_array_equal(category_id, [e["category_id"] for e in entries])
+    expected = np.array([[*e["bbox"], e["score"]] for e in entries], dtype=np.float64)
+    assert np.c_[xywh, score].view(np.int64).tolist() == expected.view(np.int64).tolist()  # bits, -0.0 too
+    assert native.read_results(write(tmp_path, "[]", "empty.json"))[0].shape == (0,)
+
+
+@pytest.mark.skipif(not native.available(), reason="compiled kernels not built")
+@pytest.mark.parametrize("text", [
+    '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4]}]',  # no score
+    '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": null}]',
+    '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": NaN}]',
+    '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 1, "score": 2}]',
+    '[{"image_id": 1.0, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 1}]',
+    '[{"image_id": "1", "category_id": 2, "bbox": [1, 2, 3, 4], "score": 1}]',
+    '[{"image_id": 01, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 1}]',
+    '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3], "score": 1}]',
+    '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": .5}]',
+    '[{"image\\u005fid": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 1}]',
+    '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 1}',  # unterminated
+    '{"annotations": []}', '\ufeff[]', '[] x', ''])
+def test_compiled_reader_leaves_other_files_to_the_checked_reader(tmp_path: Path, text: str) -> None:
+    assert native.read_results(write(tmp_path, text)) is None
+    assert native.read_results(tmp_path / "missing.json") is None
+    assert native.read_results(tmp_path) is None  # a folder

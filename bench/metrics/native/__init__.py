@@ -24,7 +24,8 @@ from functools import cache
 import numpy as np
 
 ENV = "BENCH_NATIVE"
-# each kernel's parameters: a NumPy dtype (an array), "n" (int64), "f" (double), "i" (int32), "h" (handle)
+# each kernel's parameters: a NumPy dtype (an array), "n" (int64), "f" (double), "i" (int32), "h" (handle),
+# "s" (a file path as bytes)
 _SIGNATURES: dict[str, tuple] = {
     "bench_match_greedy": ("n", np.float64, np.uint8, np.int64, np.int64, np.int64, "n", np.float64, np.uint8,
                            np.uint8, "n", "n", np.float64, "i", "f", "h"),
@@ -33,6 +34,7 @@ _SIGNATURES: dict[str, tuple] = {
     "bench_rank_in_order": ("n", np.int64, "n", np.int64),
     "bench_order_by_key": ("n", np.int64, "n", np.int64, np.int64),
     "bench_descending_rank": ("n", np.float64, np.int64),
+    "bench_read_results": ("s", "n", np.int64, np.int64, np.float64, np.float64, np.int64),
     "bench_accumulate_cell": ("n", "n", "n", "n", np.int64, np.float64, np.uint8, np.uint8, np.int64,
                               np.int32, np.int8, np.int64, np.float64, np.int64, np.float64, np.float64,
                               np.float64),
@@ -44,7 +46,9 @@ _SIGNATURES: dict[str, tuple] = {
     "bench_tide_match": ("n", np.float64, np.int64, np.int64, np.int64, np.int64, "n", np.float64, np.int64,
                          "f", np.int64, np.uint8, np.float64, np.int64, np.float64),
 }
-_CTYPES = {"n": ctypes.c_int64, "f": ctypes.c_double, "i": ctypes.c_int32, "h": ctypes.c_void_p}
+_CTYPES = {"n": ctypes.c_int64, "f": ctypes.c_double, "i": ctypes.c_int32, "h": ctypes.c_void_p,
+           "s": ctypes.c_char_p}
+_NOT_THIS_LAYOUT, _UNREADABLE = 1, 2  # bench_read_results' statuses (kernels.h)
 
 
 @cache
@@ -141,6 +145,25 @@ def rank_in_order(group: np.ndarray, n_groups: int) -> np.ndarray:
     rank = np.empty(len(group), dtype=np.int64)
     _call("bench_rank_in_order", len(group), group, n_groups, rank)
     return rank
+
+
+def read_results(path: str | os.PathLike[str]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The common COCO results file (``results.c``) as image ids, category ids (int64), ``x, y, w, h`` boxes
+    and scores; None when the file has another layout or cannot be read (the checked reader then says why)."""
+    # an entry takes at least 56 bytes ({"image_id":1,"category_id":1,"bbox":[0,0,0,0],"score":0}); pages
+    # of the arrays past the entries read are never touched
+    if not os.path.isfile(path):  # (the checked reader says what it is)
+        return None
+    capacity = os.path.getsize(path) // 56 + 1
+    image_id, category_id = np.empty(capacity, np.int64), np.empty(capacity, np.int64)
+    bbox, score, count = np.empty((capacity, 4)), np.empty(capacity), np.zeros(1, np.int64)
+    status = _call("bench_read_results", os.fsencode(path), capacity, image_id, category_id, bbox, score,
+                   count)
+    if status in (_NOT_THIS_LAYOUT, _UNREADABLE):
+        return None
+    n = int(count[0])
+    return image_id[:n], category_id[:n], bbox[:n], score[:n]
 
 
 def descending_rank(score: np.ndarray) -> np.ndarray:

@@ -31,6 +31,12 @@ int32_t bench_match_take(void *result, int64_t n_thr, const uint8_t *gt_credited
 int32_t bench_rank_in_order(int64_t n, const int64_t *group, int64_t n_groups, int64_t *rank);
 /* A permutation stably reordered by one integer key (in [0, n_keys)) of its elements, see order.c. */
 int32_t bench_order_by_key(int64_t n, const int64_t *key, int64_t n_keys, const int64_t *order, int64_t *out);
+/* The common COCO results file read into arrays, see results.c. Statuses besides 0 and -1 (memory): */
+#define BENCH_NOT_THIS_LAYOUT 1
+#define BENCH_UNREADABLE 2
+int32_t bench_read_results(const char *path, int64_t capacity, int64_t *image_id, int64_t *category_id,
+                           double *bbox, double *score, int64_t *n_out);
+
 /* Dense descending rank of scores (the highest 0, NaN last), see order.c. */
 int32_t bench_descending_rank(int64_t n, const double *score, int64_t *rank);
 
