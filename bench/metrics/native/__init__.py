@@ -3,11 +3,12 @@
 Five loops dominate an evaluation and cost NumPy hundreds of array passes each: the greedy matching
 (:mod:`bench.metrics.matching`), pycocotools' accumulate (:mod:`bench.metrics.accumulate`), the bootstrap's
 resampled AP (:mod:`bench.metrics.resample`), TIDE's per-image matching (:mod:`bench.metrics.tide`) and the
-VOC devkit's overlaps (:mod:`bench.metrics.voc`); the orderings by group and score
-(:func:`bench.metrics.groups.ordered_by`) take counting passes instead of comparison sorts. Each
-has a C form here (``*.c`` beside this file) that follows the NumPy form, and for the COCO arrays
-pycocotools, operation for operation, so the numbers do not depend on which one ran (the tests compare them
-on random problems: identical, but for the bootstrap's summation order, ~1e-16).
+VOC devkit's overlaps (:mod:`bench.metrics.voc`). Each has a C form here (``*.c`` beside this file) that
+follows the NumPy form, and for the COCO arrays pycocotools, operation for operation, so the numbers do not
+depend on which one ran (the tests compare them on random problems: identical, but for the bootstrap's
+summation order, ~1e-16). Two more replace sorts and parsing: orderings by group and score
+(:func:`bench.metrics.groups.ordered_by`) take counting passes, and the common results file is parsed
+straight into arrays (:func:`read_results`, the same doubles as Python's ``json``).
 
 The NumPy forms stay the reference and the fallback: without the built library (a source tree not
 installed, no C compiler) or with ``BENCH_NATIVE=0`` every caller takes them, and ``metrics.json`` records
