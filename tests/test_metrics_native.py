@@ -77,6 +77,31 @@ def test_matching_and_accumulate_equal_the_numpy_forms(seed: int, similarity: st
                 assert np.array_equal(a, b)  # bit for bit
 
 
+@pytest.mark.parametrize("kernels", ["1", "0"])
+def test_runs_without_scores_share_cells_with_runs_with_them(kernels: str, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """A run without pycocotools' ``scores`` array has the same precision and recall; a later run that wants
+    scores of a cell first written without them computes it again (the cache cannot serve it)."""
+    monkeypatch.setenv(native.ENV, kernels)
+    truth, dets, ids, cats = boxes(*random_problem(0))
+    params = get_protocol("coco").params(TOLERANCE_THRESHOLDS)
+    areas = list(range(len(params.area_ranges)))
+
+    def matching():  # type: ignore[no-untyped-def]
+        return match_coco(truth, dets, ids, cats, np.array(list(params.area_ranges.values())),
+                          TOLERANCE_THRESHOLDS, 100)
+
+    shared = matching()
+    without = score_coco(shared, areas, params, scores=False)
+    later = score_coco(shared, areas, params)  # its cells were all written, without scores, just above
+    fresh = score_coco(matching(), areas, params)
+    assert without.scores is None and (fresh.scores > 0).any()
+    for name in ("precision", "recall", "scores"):
+        assert np.array_equal(getattr(later, name), getattr(fresh, name)), name
+    assert np.array_equal(without.precision, fresh.precision) and np.array_equal(without.recall, fresh.recall)
+    assert without.stats == fresh.stats
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_resampled_ap_equals_the_numpy_form(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     truth, dets, ids, cats = boxes(*random_problem(seed))

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from bench.metrics.coco import CocoBoxes
 
 SIMILARITIES = {"iou": coco_iou, "nwd": nwd_similarity}
-Cell = tuple[np.ndarray, np.ndarray, np.ndarray]
+Cell = tuple[np.ndarray, np.ndarray | None, np.ndarray]  # precision, scores (None: not wanted), recall
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,15 @@ class CocoMatching:
 
     def accumulate_into(self, area: int, max_det: int, regions: bool, out: Cell) -> None:
         """accumulate's precision, scores ``(T, R, K)`` and recall ``(T, K)`` of one cell, written into
-        ``out`` in the data set's class order. A cell already written (by a protocol sharing the range, or
-        at maxDets no group reaches) is copied from where it was written."""
+        ``out`` in the data set's class order (scores None: not computed). A cell already written (by a
+        protocol sharing the range, or at maxDets no group reaches) is copied from where it was written,
+        unless it was written without the scores now wanted."""
         key = ("cell", area, min(int(max_det), self.most_ranked), regions and self.in_region is not None)
-        if key in self._cache:
-            for done, target in zip(self._cache[key], out, strict=True):
-                np.copyto(target, done)
+        done = self._cache.get(key)
+        if done is not None and (out[1] is None or done[1] is not None):
+            for values, target in zip(done, out, strict=True):
+                if target is not None:
+                    np.copyto(target, values)
             return
         n_thr = len(self.thresholds)
         m = self.matches
@@ -174,7 +177,8 @@ class CocoMatching:
             cell = accumulate_cell((m.thresholds(area, n_thr), *entries), counted, self.det_k, self.score,
                                    within, self.class_bounds(), n_thr, needed, n_regular)
             for values, target in zip(cell, out, strict=True):
-                np.take(values, self.k_of_class, axis=-1, out=target, mode="wrap")  # unbuffered (in range)
+                if target is not None:  # (unbuffered: the indices are in range)
+                    np.take(values, self.k_of_class, axis=-1, out=target, mode="wrap")
         self._cache[key] = out
 
 

@@ -86,7 +86,7 @@ def _call(name: str, *args: object) -> int | None:
     assert lib is not None, "bench.metrics.native: the kernels are not built"
     keep, values = [], []
     for kind, value in zip(_SIGNATURES[name], args, strict=True):
-        if isinstance(kind, str):
+        if isinstance(kind, str) or value is None:  # (None: a NULL array, where the kernel allows one)
             values.append(value)
             continue
         if isinstance(value, np.ndarray) and value.dtype == np.bool_ and kind is np.uint8:
@@ -189,14 +189,15 @@ def order_by_keys(keys: list[np.ndarray], sizes: list[int]) -> np.ndarray:
 def accumulate_cell(class_bounds: np.ndarray, score: np.ndarray, within: np.ndarray, counted: np.ndarray,
                     row_bounds: np.ndarray, entry_det: np.ndarray, entry_status: np.ndarray,
                     n_regular: np.ndarray, recall_thresholds: np.ndarray, column: np.ndarray,
-                    out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+                    out: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> None:
     """Precision and scores ``(T, R, K)`` and recall ``(T, K)`` of one cell (``accumulate.c``), written into
-    ``out`` (contiguous float64), class ``k`` into column ``column[k]``."""
+    ``out`` (contiguous float64; scores None: not computed), class ``k`` into column ``column[k]``."""
     n_cls, n_thr, n_rec = len(class_bounds) - 1, len(row_bounds) - 1, len(recall_thresholds)
     precision, scores, recall = out
-    if precision.shape != (n_thr, n_rec, n_cls) or scores.shape != precision.shape or \
-            recall.shape != (n_thr, n_cls) or not all(x.flags.c_contiguous and x.dtype == np.float64
-                                                      for x in out):
+    arrays = [x for x in out if x is not None]
+    if precision.shape != (n_thr, n_rec, n_cls) or (scores is not None and scores.shape != precision.shape) \
+            or recall.shape != (n_thr, n_cls) or not all(x.flags.c_contiguous and x.dtype == np.float64
+                                                         for x in arrays):
         raise ValueError("accumulate_cell: out must be contiguous float64 (T, R, K), (T, R, K), (T, K)")
     _call("bench_accumulate_cell", len(score), n_cls, n_thr, n_rec, class_bounds, score, within, counted,
           row_bounds, entry_det, entry_status, n_regular, recall_thresholds, column, precision, scores,

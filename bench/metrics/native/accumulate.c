@@ -6,7 +6,8 @@
  * order, class_bounds their class starts; an unmatched detection is a false positive where base_counted,
  * else ignored; the matched ones of threshold t are entries row_bounds[t]..row_bounds[t + 1] (sorted by
  * detection) with their own status (0 FP, 1 TP, 2 ignored); within: rank below maxDets. Class k's values go
- * to column column[k] of the outputs (the caller's class order), so they land where they stay. */
+ * to column column[k] of the outputs (the caller's class order), so they land where they stay; scores may
+ * be NULL (not wanted). */
 #include <float.h>
 #include <stdlib.h>
 
@@ -66,12 +67,12 @@ int32_t bench_accumulate_cell(int64_t n_det, int64_t n_cls, int64_t n_thr, int64
                 int64_t out = (t * n_rec + r) * n_cls + column[k];
                 if (recall_thr[r] <= 0.0) { /* position 0 of the class's list */
                     precision[out] = tp ? pr[0] : 0.0;
-                    scores[out] = first[k] < 0 ? 0.0 : score[first[k]];
+                    if (scores) scores[out] = first[k] < 0 ? 0.0 : score[first[k]];
                     continue;
                 }
                 while (p < tp && rc[p] < recall_thr[r]) p++;
                 precision[out] = p < tp ? pr[p] : 0.0;
-                scores[out] = p < tp ? score[at[p]] : 0.0;
+                if (scores) scores[out] = p < tp ? score[at[p]] : 0.0;
             }
         }
     }
