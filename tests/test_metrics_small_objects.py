@@ -109,14 +109,14 @@ def _ours(gt: dict, dts: list[dict]) -> dict:
                 {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, 1e10)})
 
 
-def _compare(gt_path: Path, dt_path: Path, gt: dict, dts: list[dict]) -> None:
+def _compare(gt_path: Path, dt_path: Path, gt: dict, dts: list[dict], tolerance: float = 0.1) -> None:
     run, main, special = _tidecv_run(gt_path, dt_path)
     ours = _ours(gt, dts)
-    assert abs(ours["AP50"] - run.ap) <= 0.1
+    assert abs(ours["AP50"] - run.ap) <= tolerance
     for error, value in main.items():
-        assert abs(ours["main"][error.short_name] - value) <= 0.1, error.short_name
+        assert abs(ours["main"][error.short_name] - value) <= tolerance, error.short_name
     for error, value in special.items():
-        assert abs(ours["special"][error.short_name] - value) <= 0.1, error.short_name
+        assert abs(ours["special"][error.short_name] - value) <= tolerance, error.short_name
     assert ours["counts"] == {e.short_name: len(v) for e, v in run.error_dict.items()}
 
 
@@ -138,16 +138,20 @@ def test_tide_equals_tidecv_on_the_boxarea_fixture(shared_data: Path, tmp_path: 
     _compare(tmp_path / "gt.json", tmp_path / "dt.json", gt, dts)
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_tide_equals_tidecv_on_random_problems(seed: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("seed", "digits"), [(0, None), (1, None), (1, 1), (2, 1)])
+def test_tide_equals_tidecv_on_random_problems(seed: int, digits: int | None, tmp_path: Path) -> None:
+    """Also with scores rounded to ``digits`` (many ties, which tidecv breaks by insertion order, a fixed
+    error in the place of its detection): equal up to the sums' rounding, far inside the 0.1 required."""
     gt, dts = random_problem(seed, n_images=30)
+    for d in dts:
+        d["score"] = d["score"] if digits is None else round(d["score"], digits)
     for a in gt["annotations"]:
         a["id"] += 1  # tidecv keys annotations by id and reads a mask for every box
         x, y, w, h = a["bbox"]
         a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "dt.json").write_text(json.dumps(dts))
-    _compare(tmp_path / "gt.json", tmp_path / "dt.json", gt, dts)
+    _compare(tmp_path / "gt.json", tmp_path / "dt.json", gt, dts, tolerance=1e-9)
 
 
 def test_bootstrap_with_unit_weights_is_the_point_estimate_and_pairs() -> None:

@@ -144,8 +144,7 @@ def tide(gt_xywh: np.ndarray, gt_label: np.ndarray, gt_image: np.ndarray, gt_cro
     has_gt = np.bincount(r_image, minlength=int(det_image.max(initial=-1)) + 1)[det_image] > 0 \
         if len(det_image) else np.zeros(0, bool)
     errors = _classify(matched, has_gt, best, used_cls, used, score_rank, len(r_label))
-    points = Points(det_label[~ignored], score_rank[~ignored], matched[~ignored] >= 0,
-                     np.flatnonzero(~ignored))
+    points = Points(det_label[~ignored], score_rank[~ignored], matched[~ignored] >= 0)
     positives = np.bincount(r_label, minlength=n_classes)
     base = tide_ap(points, n_classes, positives)
     fixes = _Fixes(errors, det_label, score_rank, matched, ignored, r_label, positives, n_classes)
@@ -216,7 +215,7 @@ def _classify(matched: np.ndarray, has_gt: np.ndarray, best: dict,
 class _Fixes:
     """Every data point any fix can lay down, sorted once in tidecv's order; a fix selects a subset, whose
     order is the same (the points of a fix are errors in their original or fixed form, then the true
-    positives, keyed by that insertion order)."""
+    positives, in that insertion order)."""
 
     def __init__(self, errors: _Errors, det_label: np.ndarray, score_rank: np.ndarray, matched: np.ndarray,
                  ignored: np.ndarray, gt_label: np.ndarray, positives: np.ndarray, n_classes: int) -> None:
@@ -230,12 +229,12 @@ class _Fixes:
         fixed_cls = np.where(errors.kind == _CODE["Cls"], gt_label[np.maximum(errors.gt, 0)], det_label[d])
         tp = np.flatnonzero(matched >= 0)
         n_err = len(errors.kind)
-        # candidates: errors as they are, errors fixed into true positives, the true positives
-        self.cls = np.r_[det_label[d], fixed_cls, det_label[tp]].astype(np.int64)
-        self.score_rank = np.r_[score_rank[d], score_rank[d], score_rank[tp]]
-        self.correct = np.r_[np.zeros(n_err, bool), np.ones(n_err + len(tp), bool)]
-        self.key = np.r_[np.arange(n_err), np.arange(n_err), n_err + np.arange(len(tp))]
-        self.order = ordered_by([self.cls], self.score_rank, (self.key,))
+        # candidates in insertion order: each error as it is, then fixed into a true positive; then the true
+        # positives (the two forms of an error are never both chosen)
+        self.cls = np.r_[_pairs(det_label[d], fixed_cls), det_label[tp]].astype(np.int64)
+        self.score_rank = np.r_[_pairs(score_rank[d], score_rank[d]), score_rank[tp]]
+        self.correct = np.r_[_pairs(np.zeros(n_err, bool), np.ones(n_err, bool)), np.ones(len(tp), bool)]
+        self.order = ordered_by([self.cls], self.score_rank)
         self.sorted_cls = self.cls[self.order]
         self.sorted_correct = self.correct[self.order]
         self.sorted_tp = np.flatnonzero(self.sorted_correct)  # positions of the order that are correct
@@ -250,10 +249,10 @@ class _Fixes:
         positives = (self.positives if positives is None else positives).copy()
         miss_fixed = fix & (self.errors.kind == _CODE["Miss"])
         np.subtract.at(positives, self.gt_label[self.errors.gt[miss_fixed]], 1)
-        chosen = np.r_[~fix & self.original, fix & self.fixable_tp, np.ones(self.n_tp, bool)]
+        chosen = np.r_[_pairs(~fix & self.original, fix & self.fixable_tp), np.ones(self.n_tp, bool)]
         if perfect_scores:  # FalsePositiveError.fix: true positives score 1, false positives 0
             correct = self.correct[chosen]  # (score rank 0: the true positives)
-            points = Points(self.cls[chosen], (~correct).astype(np.int64), correct, self.key[chosen])
+            points = Points(self.cls[chosen], (~correct).astype(np.int64), correct)
             return tide_ap(points, self.n_classes, positives)
         if native.available():  # the loop over the sorted points, in tide.c
             return mean_ap(*native.tide_fix_ap(self.class_bounds, self.order, self.sorted_correct, chosen,
@@ -265,3 +264,10 @@ class _Fixes:
         before_class = n_chosen[self.class_bounds]
         return ap_at_true_positives(cls, n_chosen[tp + 1] - before_class[:-1][cls], np.diff(before_class),
                                      self.n_classes, positives)
+
+
+def _pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``first[0], second[0], first[1], second[1], ...``."""
+    out = np.empty(2 * len(first), dtype=np.result_type(first, second))
+    out[0::2], out[1::2] = first, second
+    return out

@@ -17,15 +17,16 @@ from bench.metrics.groups import ordered_by
 
 @dataclass(frozen=True)
 class Points:
+    """tidecv's data points, in its insertion order (which breaks its score ties)."""
+
     cls: np.ndarray
     score_rank: np.ndarray  # groups.descending_rank of the points' scores (0: the highest)
     correct: np.ndarray
-    key: np.ndarray  # insertion order (tidecv breaks score ties by it)
 
 
 def tide_ap(points: Points, n_classes: int, gt_positives: np.ndarray) -> float:
     """tidecv's mAP (percent) of data points; classes with neither points nor positives are skipped."""
-    order = ordered_by([points.cls], points.score_rank, (points.key,))
+    order = ordered_by([points.cls], points.score_rank)
     return sorted_ap(points.cls[order], points.correct[order], n_classes, gt_positives)
 
 
