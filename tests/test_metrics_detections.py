@@ -106,6 +106,26 @@ def test_fast_reader_equals_checked_reader(tmp_path: Path, gt: DetectionDataset,
         np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
 
 
+def test_results_parsed_beside_equal_the_file_read_alone(tmp_path: Path, gt: DetectionDataset,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread's columns are the compiled reader's; without kernels there are none, and the file is read
+    its other way."""
+    from bench.metrics.detections import read_columns_beside
+    entries = [{"image_id": 12, "category_id": 8, "bbox": [0.1, 0.2, 0.2, 0.3], "score": 0.5},
+               {"image_id": 11, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.25}]
+    path = write(tmp_path, entries)
+    alone = DetectionResults.from_coco_json(path, gt)
+    columns = read_columns_beside(path)()
+    if native.available():
+        assert columns is not None and all(np.array_equal(a, b) for a, b in
+                                           zip(columns, native.read_results(path), strict=True))
+    beside = DetectionResults.from_coco_json(path, gt, columns)
+    for field in ("image_id", "label", "boxes", "score", "xywh"):
+        np.testing.assert_array_equal(getattr(beside, field), getattr(alone, field))
+    monkeypatch.setenv(native.ENV, "0")
+    assert read_columns_beside(path)() is None
+
+
 @pytest.mark.parametrize("entry", [{"image_id": 11, "category_id": 3, "bbox": [1, 2, 3, 4]},
                                    {"image_id": 11, "category_id": 3, "bbox": [1, 2, 3, 4], "score": None},
                                    {"image_id": 11.0, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1},

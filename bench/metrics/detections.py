@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,10 +52,12 @@ class DetectionResults:
         return len(self.score)
 
     @classmethod
-    def from_coco_json(cls, path: str | Path, gt: DetectionDataset) -> DetectionResults:
-        """Read a COCO results file against ``gt``; ``BenchInputError`` names the file, entry and field."""
+    def from_coco_json(cls, path: str | Path, gt: DetectionDataset, columns: Columns | None = None
+                       ) -> DetectionResults:
+        """Read a COCO results file against ``gt``; ``BenchInputError`` names the file, entry and field.
+        ``columns``: what the compiled reader already parsed from ``path`` (:func:`read_columns_beside`)."""
         path = Path(path)
-        fast = _fast_rows(path, gt)
+        fast = _fast_rows(path, gt, columns)
         if fast is not None:
             image_id, label, xywh, score = fast
         else:
@@ -78,14 +82,36 @@ class DetectionResults:
         return path
 
 
-def _fast_rows(path: Path, gt: DetectionDataset
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # image id, category id, xywh, score
+
+
+def read_columns_beside(path: str | Path) -> Callable[[], Columns | None]:
+    """Start the compiled reader on ``path`` in a thread, where it runs without the GIL, so the caller can
+    read the ground truth meanwhile; the returned function waits for its columns (None: not the common
+    layout, or no kernels, and ``from_coco_json`` then reads the file its other ways)."""
+    if not native.available():
+        return lambda: None
+    done: list[Columns | None] = []
+    thread = threading.Thread(target=lambda: done.append(native.read_results(Path(path))), daemon=True)
+    thread.start()
+
+    def columns() -> Columns | None:
+        thread.join()
+        return done[0] if done else None  # (nothing: the reader raised, e.g. out of memory)
+
+    return columns
+
+
+def _fast_rows(path: Path, gt: DetectionDataset, columns: Columns | None = None) -> Columns | None:
     """The common file (a list of objects with integer ``image_id`` / ``category_id``, four-number ``bbox``,
     ``score``) parsed straight into arrays, 10x faster than building Python objects: by the compiled reader
     (``native/results.c``), else by ultrafast-pycocotools' Rust reader. None, and the checked path below
     names the problem, for anything else: other layouts, names instead of ids, a missing field, an unknown
     id, non-finite numbers, or neither reader there."""
-    columns = _compiled_columns(path) or _ultrafast_columns(path)
+    if columns is None:
+        columns = _compiled_columns(path)
+    if columns is None:
+        columns = _ultrafast_columns(path)
     if columns is None:
         return None
     image_id, category_id, xywh, score = columns
@@ -97,9 +123,6 @@ def _fast_rows(path: Path, gt: DetectionDataset
     if label is None or known is None:
         return None
     return image_id, label, xywh, score
-
-
-Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # image id, category id, xywh, score
 
 
 def _compiled_columns(path: Path) -> Columns | None:
