@@ -38,8 +38,8 @@ class SmallObjectSettings:
     nwd: bool = True
     tide: bool = True
     bootstrap: int = 100  # resamples of the images; 0 turns intervals off. CPU cost, 2,000 images and 177k
-    # detections, COCO + AI-TOD: 0.17-0.2 s per 100 resamples, compiled (1,000 add 1.7 s to bench.evaluate's
-    # 1.5 s; measured on 2 shared cores)
+    # detections, COCO + AI-TOD: about 0.1 s per 100 resamples, compiled (1,000 add 0.95 s to bench.evaluate's
+    # 0.6 s; measured on 2 shared cores)
     confidence: float = 0.95
     seed: int = 0
 
