@@ -92,7 +92,7 @@ def test_runs_without_scores_share_cells_with_runs_with_them(kernels: str, monke
                           TOLERANCE_THRESHOLDS, 100)
 
     shared = matching()
-    without = score_coco(shared, areas, params, scores=False)
+    without = score_coco(shared, areas, params, keep_scores=False)
     later = score_coco(shared, areas, params)  # its cells were all written, without scores, just above
     fresh = score_coco(matching(), areas, params)
     assert without.scores is None and (fresh.scores > 0).any()

@@ -167,10 +167,10 @@ def evaluate_coco(gt: CocoBoxes, det: CocoBoxes, image_ids: np.ndarray, category
 
 
 def score_coco(matching: CocoMatching, areas: list[int], params: CocoParams, regions: bool = False,
-               scores: bool = True) -> CocoEvaluation:
+               keep_scores: bool = True) -> CocoEvaluation:
     """pycocotools' ``accumulate`` and ``summarize`` of one protocol on a shared matching: ``areas`` are the
     matching's range indices of ``params.area_ranges``; ``params.iou_thresholds`` is the matching's grid.
-    ``scores=False`` leaves pycocotools' ``scores`` array out (None), which nothing but PR curves reads:
+    ``keep_scores=False`` leaves pycocotools' ``scores`` array out (None), which nothing but PR curves reads:
     half the arrays' memory, whose first touch is most of their cost."""
     n_thr, n_rec, n_cls = len(matching.thresholds), len(RECALL_THRESHOLDS), matching.n_classes
     k = matching.k_of_class  # the arrays keep the data set's class order, pycocotools' classes are k
@@ -183,9 +183,9 @@ def score_coco(matching: CocoMatching, areas: list[int], params: CocoParams, reg
     if len({min(int(m), matching.most_ranked) for m in max_dets}) == 1:
         max_dets = max_dets[-1:]
     precision = np.empty((len(areas), len(max_dets), n_thr, n_rec, n_cls))
-    score = np.empty_like(precision) if scores else None
+    scores = np.empty_like(precision) if keep_scores else None
     recall = np.empty((*precision.shape[:3], n_cls))
-    arrays = [x for x in (precision, score, recall) if x is not None]
+    arrays = [x for x in (precision, scores, recall) if x is not None]
     for i, a in enumerate(areas):
         has_gt = (matching.n_regular(a) > 0)[k]
         for m, max_det in enumerate(max_dets):
@@ -193,19 +193,19 @@ def score_coco(matching: CocoMatching, areas: list[int], params: CocoParams, reg
                 for out in arrays:
                     out[i, m] = -1.0
                 continue
-            matching.accumulate_into(a, max_det, regions,
-                                     (precision[i, m], None if score is None else score[i, m], recall[i, m]))
+            cell_scores = None if scores is None else scores[i, m]
+            matching.accumulate_into(a, max_det, regions, (precision[i, m], cell_scores, recall[i, m]))
             for out in arrays:
                 out[i, m][..., ~has_gt] = -1.0
     if len(max_dets) < len(params.max_dets):
-        precision, score, recall = (None if x is None else
-                                    np.broadcast_to(x, (len(areas), len(params.max_dets), *x.shape[2:]))
-                                    for x in (precision, score, recall))
+        precision, scores, recall = (None if x is None else
+                                     np.broadcast_to(x, (len(areas), len(params.max_dets), *x.shape[2:]))
+                                     for x in (precision, scores, recall))
     precision = np.moveaxis(precision, (0, 1), (3, 4))
-    score = None if score is None else np.moveaxis(score, (0, 1), (3, 4))
+    scores = None if scores is None else np.moveaxis(scores, (0, 1), (3, 4))
     recall = np.moveaxis(recall, (0, 1), (2, 3))
     stats = summarize(precision, recall, params, class_order=np.argsort(k))
-    return CocoEvaluation(precision, recall, score, stats, params,
+    return CocoEvaluation(precision, recall, scores, stats, params,
                           CocoMatch(matching, tuple(areas), max(params.max_dets), regions))
 
 

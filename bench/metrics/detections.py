@@ -52,8 +52,8 @@ class DetectionResults:
         return len(self.score)
 
     @classmethod
-    def from_coco_json(cls, path: str | Path, gt: DetectionDataset, columns: Columns | None = None
-                       ) -> DetectionResults:
+    def from_coco_json(cls, path: str | Path, gt: DetectionDataset,
+                       columns: ResultColumns | None = None) -> DetectionResults:
         """Read a COCO results file against ``gt``; ``BenchInputError`` names the file, entry and field.
         ``columns``: what the compiled reader already parsed from ``path`` (:func:`read_columns_beside`)."""
         path = Path(path)
@@ -82,27 +82,28 @@ class DetectionResults:
         return path
 
 
-Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # image id, category id, xywh, score
+ResultColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # image id, category id, xywh, score
 
 
-def read_columns_beside(path: str | Path) -> Callable[[], Columns | None]:
+def read_columns_beside(path: str | Path) -> Callable[[], ResultColumns | None]:
     """Start the compiled reader on ``path`` in a thread, where it runs without the GIL, so the caller can
     read the ground truth meanwhile; the returned function waits for its columns (None: not the common
     layout, or no kernels, and ``from_coco_json`` then reads the file its other ways)."""
     if not native.available():
         return lambda: None
-    done: list[Columns | None] = []
+    done: list[ResultColumns | None] = []
     thread = threading.Thread(target=lambda: done.append(native.read_results(Path(path))), daemon=True)
     thread.start()
 
-    def columns() -> Columns | None:
+    def columns() -> ResultColumns | None:
         thread.join()
         return done[0] if done else None  # (nothing: the reader raised, e.g. out of memory)
 
     return columns
 
 
-def _fast_rows(path: Path, gt: DetectionDataset, columns: Columns | None = None) -> Columns | None:
+def _fast_rows(path: Path, gt: DetectionDataset, columns: ResultColumns | None = None
+               ) -> ResultColumns | None:
     """The common file (a list of objects with integer ``image_id`` / ``category_id``, four-number ``bbox``,
     ``score``) parsed straight into arrays, 10x faster than building Python objects: by the compiled reader
     (``native/results.c``), else by ultrafast-pycocotools' Rust reader. None, and the checked path below
@@ -125,11 +126,11 @@ def _fast_rows(path: Path, gt: DetectionDataset, columns: Columns | None = None)
     return image_id, label, xywh, score
 
 
-def _compiled_columns(path: Path) -> Columns | None:
+def _compiled_columns(path: Path) -> ResultColumns | None:
     return native.read_results(path) if native.available() else None
 
 
-def _ultrafast_columns(path: Path) -> Columns | None:
+def _ultrafast_columns(path: Path) -> ResultColumns | None:
     try:
         reader = _ultrafast_reader()  # a private module: any failure falls back
         _, compact = reader.load_compact_bbox(str(path), results=True)

@@ -81,22 +81,22 @@ def shared_matching(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, ca
 
 
 def protocol_run(matching: CocoMatching, protocol: SizeProtocol, largest_only: bool = False,
-                 scores: bool = True) -> CocoEvaluation:
+                 keep_scores: bool = True) -> CocoEvaluation:
     """The protocol's arrays on the tolerance grid from a shared matching (``largest_only``: its largest
-    maxDets alone and no ``scores`` array, enough for the tolerance curves; ``scores``: see
+    maxDets alone and no ``scores`` array, enough for the tolerance curves; ``keep_scores``: see
     :func:`~bench.metrics.coco.score_coco`)."""
     def run() -> CocoEvaluation:
         params = protocol.params(TOLERANCE_THRESHOLDS, matching.similarity)
         if largest_only:
             params = replace(params, max_dets=(max(protocol.max_dets),))
         areas = [matching.area_index(lo, hi) for lo, hi in params.area_ranges.values()]
-        return score_coco(matching, areas, params, protocol.ignore_regions, scores and not largest_only)
+        return score_coco(matching, areas, params, protocol.ignore_regions, keep_scores and not largest_only)
 
     if largest_only:  # asked for once (a tolerance curve); not kept, so its arrays go with the curve
         return run()
     # the same run is asked for by the COCO metrics and by the protocol's entry
     return matching.memo(("run", protocol.name, tuple(protocol.buckets.items()), protocol.max_dets,
-                          protocol.ignore_regions, scores), run)
+                          protocol.ignore_regions, keep_scores), run)
 
 
 def evaluate_protocol(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarray, category_ids: list[int],
@@ -181,7 +181,7 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
     for i, protocol in enumerate(protocols):
         # the COCO run is also the one evaluate() takes pycocotools' arrays from, scores included (its PR
         # curves); the other protocols' scores would go unread
-        run = protocol_run(iou, protocol, scores=protocol.name == "coco")
+        run = protocol_run(iou, protocol, keep_scores=protocol.name == "coco")
         rows = protocol_rows(protocol)
         stats = run.summary(rows, protocol.params())
         entry: dict[str, Any] = {

@@ -15,10 +15,8 @@
 #include "kernels.h"
 
 #ifndef _WIN32
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #endif
 
 typedef struct {
@@ -92,8 +90,9 @@ static int number(Cursor *c, double *out) {
     if (length >= sizeof text) return 0;
     memcpy(text, start, length);
     text[length] = 0;
-    *out = strtod(text, NULL);
-    return 1;
+    char *end;
+    *out = strtod(text, &end);
+    return end == text + length; /* (not all of it, under a locale whose decimal point is not '.') */
 }
 
 /* A JSON integer of at most 18 digits (ids: no fraction or exponent here; the checked reader takes those). */
