@@ -77,6 +77,17 @@ def test_matching_and_accumulate_equal_the_numpy_forms(seed: int, similarity: st
                 assert np.array_equal(a, b)  # bit for bit
 
 
+def test_matching_with_thresholds_out_of_order_equals_the_numpy_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel stops at the thresholds a detection's best overlap reaches only when they ascend."""
+    truth, dets, ids, cats = boxes(*random_problem(4))
+    shuffled = np.random.default_rng(4).permutation(TOLERANCE_THRESHOLDS)
+    reference, kernel = both(monkeypatch,
+                             lambda: match_coco(truth, dets, ids, cats, RANGES, shuffled, 100).matches)
+    for name in ("bounds", "det", "gt", "status"):
+        assert np.array_equal(getattr(reference, name), getattr(kernel, name)), name
+    assert len(reference.det) > 100
+
+
 @pytest.mark.parametrize("kernels", ["1", "0"])
 def test_runs_without_scores_share_cells_with_runs_with_them(kernels: str, monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:

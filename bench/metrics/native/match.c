@@ -15,7 +15,8 @@
  * ranges that ignore the same boxes of a group match alike in it (taken flags included, since the group's
  * boxes belong to no other group). So each group scans only its first range of every ignore pattern and the
  * other ranges copy that range's matches (a box of a few pixels is regular in two or three of the union's
- * eight COCO + AI-TOD ranges: two scans instead of eight). */
+ * eight COCO + AI-TOD ranges: two scans instead of eight). A detection whose best similarity is below a
+ * threshold matches nothing at it, so with ascending thresholds the rows stop at the first it cannot reach. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,11 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
         goto fail;
     m->n_rows = n_rows;
     double lowest = INFINITY;
-    for (int64_t t = 0; t < n_thr; t++) lowest = smaller(lowest, limits[t]);
+    int ascending = 1;
+    for (int64_t t = 0; t < n_thr; t++) {
+        lowest = smaller(lowest, limits[t]);
+        if (t > 0 && !(limits[t - 1] <= limits[t])) ascending = 0;
+    }
     int64_t size = 0;
     for (int64_t j = 0; j < n_det; j++) {
         int64_t n = det_gt_count[j];
@@ -89,6 +94,11 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
             top = larger(top, sim[i]);
         }
         if (!(top >= lowest)) continue; /* reaches no box at any threshold */
+        int64_t reach = n_thr; /* thresholds some box can pass: with ascending ones, those up to `top` */
+        if (ascending) {
+            reach = 0;
+            while (reach < n_thr && limits[reach] <= top) reach++;
+        }
         int32_t *alike = first_alike + det_gt_start[j] * n_area;
         if (!alike[0])
             for (int64_t a = 0; a < n_area; a++) {
@@ -103,7 +113,7 @@ int64_t bench_match_greedy(int64_t n_det, const double *det_xywh, const uint8_t 
         for (int64_t a = 0; a < n_area; a++) {
             const uint8_t *ignored = gt_ignored + a * n_gt;
             int64_t same = alike[a] - 1;
-            for (int64_t t = 0; t < n_thr; t++) {
+            for (int64_t t = 0; t < reach; t++) { /* (past `reach` no range matches: nothing to copy) */
                 int64_t row = a * n_thr + t, hit = -1;
                 double bar = limits[t];
                 if (same != a) { /* matched as range `same` was, a moment ago */
