@@ -56,7 +56,8 @@ def in_ignore_regions(det_image: np.ndarray, det_xyxy: np.ndarray, region_image:
 
 def dataset_ignore_regions(records: list) -> tuple[np.ndarray, np.ndarray]:
     """(image id, ``xyxy``) of every record's ``ignore_regions`` (KITTI DontCare, VisDrone ignored areas)."""
-    ids = [np.full(len(r.ignore_regions), r.image_id, dtype=np.int64) for r in records]
-    boxes = [np.asarray(r.ignore_regions, dtype=np.float64).reshape(-1, 4) for r in records]
+    with_regions = [r for r in records if len(r.ignore_regions)]  # (most data sets: none)
+    ids = [np.full(len(r.ignore_regions), r.image_id, dtype=np.int64) for r in with_regions]
+    boxes = [np.asarray(r.ignore_regions, dtype=np.float64).reshape(-1, 4) for r in with_regions]
     return (np.concatenate(ids) if ids else np.zeros(0, np.int64),
             np.concatenate(boxes) if boxes else np.zeros((0, 4)))
