@@ -48,9 +48,9 @@ def read_ground_truth(gt: Path, split: str | None = None, image_root: Path | Non
 def run(gt: Path, dt: Path, out: Path, *, split: str | None = None, image_root: Path | None = None,
         confusion_score: float = 0.25, confusion_iou: float = 0.5,
         small_objects: SmallObjectSettings | None = DEFAULT_SETTINGS) -> EvaluationResult:
-    columns = read_columns_beside(dt)  # the results file is parsed while the ground truth is read
+    parsed = read_columns_beside(dt)  # the results file is parsed while the ground truth is read
     ds, coco_gt = read_ground_truth(gt, split, image_root)
-    dets = DetectionResults.from_coco_json(dt, ds, columns())
+    dets = DetectionResults.from_coco_json(dt, ds, parsed)
     result = evaluate(ds, dets, confusion_score=confusion_score, confusion_iou=confusion_iou, coco_gt=coco_gt,
                       small_objects=small_objects)
     result.settings.update({"gt": str(gt), "dt": str(dt), "split": split})

@@ -115,15 +115,27 @@ def test_results_parsed_beside_equal_the_file_read_alone(tmp_path: Path, gt: Det
                {"image_id": 11, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.25}]
     path = write(tmp_path, entries)
     alone = DetectionResults.from_coco_json(path, gt)
-    columns = read_columns_beside(path)()
+    parsed = read_columns_beside(path)
+    columns = parsed()
     if native.available():
         assert columns is not None and all(np.array_equal(a, b) for a, b in
                                            zip(columns, native.read_results(path), strict=True))
-    beside = DetectionResults.from_coco_json(path, gt, columns)
+    beside = DetectionResults.from_coco_json(path, gt, parsed)
     for field in ("image_id", "label", "boxes", "score", "xywh"):
         np.testing.assert_array_equal(getattr(beside, field), getattr(alone, field))
     monkeypatch.setenv(native.ENV, "0")
     assert read_columns_beside(path)() is None
+
+
+@pytest.mark.skipif(not native.available(), reason="compiled kernels not built")
+def test_a_file_the_thread_could_not_read_is_not_parsed_again(tmp_path: Path, gt: DetectionDataset,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.metrics import detections
+    calls = []
+    monkeypatch.setattr(native, "read_results", lambda path: calls.append(path))  # (None: not this layout)
+    path = write(tmp_path, [{"image_id": 12, "category_id": 8, "bbox": [1, 2, 3, 4], "score": 0.5}])
+    dets = DetectionResults.from_coco_json(path, gt, detections.read_columns_beside(path))
+    assert len(calls) == 1 and len(dets) == 1
 
 
 @pytest.mark.parametrize("entry", [{"image_id": 11, "category_id": 3, "bbox": [1, 2, 3, 4]},

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.json_columns import is_number
 from bench.data.records import DetectionDataset
 from bench.errors import BenchInputError, resolve_inside
 from bench.io import read_json
@@ -53,11 +54,11 @@ class DetectionResults:
 
     @classmethod
     def from_coco_json(cls, path: str | Path, gt: DetectionDataset,
-                       columns: ResultColumns | None = None) -> DetectionResults:
+                       parsed: Callable[[], ResultColumns | None] | None = None) -> DetectionResults:
         """Read a COCO results file against ``gt``; ``BenchInputError`` names the file, entry and field.
-        ``columns``: what the compiled reader already parsed from ``path`` (:func:`read_columns_beside`)."""
+        ``parsed``: the compiled reader already started on ``path`` (:func:`read_columns_beside`)."""
         path = Path(path)
-        fast = _fast_rows(path, gt, columns)
+        fast = _fast_rows(path, gt, parsed)
         if fast is not None:
             image_id, label, xywh, score = fast
         else:
@@ -92,7 +93,7 @@ def read_columns_beside(path: str | Path) -> Callable[[], ResultColumns | None]:
     if not native.available():
         return lambda: None
     done: list[ResultColumns | None] = []
-    thread = threading.Thread(target=lambda: done.append(native.read_results(Path(path))), daemon=True)
+    thread = threading.Thread(target=lambda: done.append(_compiled_columns(Path(path))), daemon=True)
     thread.start()
 
     def columns() -> ResultColumns | None:
@@ -102,15 +103,14 @@ def read_columns_beside(path: str | Path) -> Callable[[], ResultColumns | None]:
     return columns
 
 
-def _fast_rows(path: Path, gt: DetectionDataset, columns: ResultColumns | None = None
+def _fast_rows(path: Path, gt: DetectionDataset, parsed: Callable[[], ResultColumns | None] | None = None
                ) -> ResultColumns | None:
     """The common file (a list of objects with integer ``image_id`` / ``category_id``, four-number ``bbox``,
     ``score``) parsed straight into arrays, 10x faster than building Python objects: by the compiled reader
     (``native/results.c``), else by ultrafast-pycocotools' Rust reader. None, and the checked path below
     names the problem, for anything else: other layouts, names instead of ids, a missing field, an unknown
     id, non-finite numbers, or neither reader there."""
-    if columns is None:
-        columns = _compiled_columns(path)
+    columns = parsed() if parsed is not None else _compiled_columns(path)  # (not parsed a second time)
     if columns is None:
         columns = _ultrafast_columns(path)
     if columns is None:
@@ -247,11 +247,9 @@ class _EntryReader:
 
 
 def _is_numbers(value: Any, width: int) -> bool:
-    def number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
     if width:
-        return isinstance(value, list) and len(value) == width and all(number(v) for v in value)
-    return number(value)
+        return isinstance(value, list) and len(value) == width and all(map(is_number, value))
+    return is_number(value)
 
 
 def _image_ids(reader: _EntryReader, gt: DetectionDataset) -> np.ndarray:
