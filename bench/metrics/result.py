@@ -15,13 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.io import json_bytes, json_safe
 from bench.metrics.confusion import DEFINITION as CONFUSION_DEFINITION
 from bench.metrics.confusion import ConfusionMatrix
 from bench.metrics.parallel import run_beside
@@ -101,10 +101,12 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """The content of ``metrics.json`` (without ``files``), NaN written as ``None``; the bootstrap's
         per-resample values go to ``bootstrap.json`` instead (see :meth:`save`)."""
-        return _json_safe({"coco": self.coco, "voc": self.voc, "per_class": self.per_class,
-                           "small_objects": _without_samples(self.small_objects),
-                           "engine": self.engine, "settings": self.settings, "roc_definition": ROC_DEFINITION,
-                           "pr_definition": PR_DEFINITION})
+        return json_safe(self._content())
+
+    def _content(self) -> dict[str, Any]:
+        return {"coco": self.coco, "voc": self.voc, "per_class": self.per_class,
+                "small_objects": _without_samples(self.small_objects), "engine": self.engine,
+                "settings": self.settings, "roc_definition": ROC_DEFINITION, "pr_definition": PR_DEFINITION}
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
@@ -115,7 +117,7 @@ class EvaluationResult:
                      "normalized": matrix.normalized.tolist(), "score_thresh": matrix.score_thresh,
                      "iou_thresh": matrix.iou_thresh, "definition": CONFUSION_DEFINITION}
         _write_json(out / "confusion.json", confusion)
-        metrics = self.to_dict()
+        metrics = self._content()  # json_bytes unwraps NumPy values and NaN itself
         metrics["files"] = {"pr_curves": "pr_curves.csv", "roc_curves": "roc_curves.csv",
                             "confusion": "confusion.json"}
         samples = bootstrap_samples(self.small_objects)
@@ -179,21 +181,9 @@ def bootstrap_estimates(small: dict[str, Any]) -> dict[str, dict[str, float]]:
             for name, entry in small.get("protocols", {}).items() if "intervals" in entry}
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _nan_for_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: float("nan") if v is None else v for k, v in d.items()}
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_bytes(json_bytes(data))
