@@ -142,7 +142,14 @@ def test_paired_bootstrap_uses_identical_draws_for_both_models() -> None:
 
 
 def test_resample_weights_are_draws_of_every_image() -> None:
+    """Reproducible per seed, and multinomial counts: mean 1, variance 1 - 1/I, covariance -1/I (5 sigma)."""
     w = resample_weights(25, 8, 1)
-    assert w.shape == (8, 25) and (w.sum(axis=1) == 25).all()
+    assert w.shape == (8, 25) and w.dtype == np.int32 and (w.sum(axis=1) == 25).all()
     np.testing.assert_array_equal(w, resample_weights(25, 8, 1))
     assert not np.array_equal(w, resample_weights(25, 8, 2))
+    many = resample_weights(10, 20000, 3).astype(np.float64)
+    np.testing.assert_allclose(many.mean(axis=0), 1.0, atol=5 * np.sqrt(0.9 / 20000))
+    cov = np.cov(many, rowvar=False)
+    np.testing.assert_allclose(np.diag(cov), 0.9, atol=0.05)
+    np.testing.assert_allclose(cov[~np.eye(10, dtype=bool)], -0.1, atol=0.03)
+    assert resample_weights(0, 3, 0).shape == (3, 0) and resample_weights(4, 0, 0).shape == (0, 4)

@@ -17,6 +17,7 @@ import numpy as np
 
 from bench.metrics.bootstrap import (
     BOOTSTRAP_METRICS,
+    GENERATOR,
     bootstrap_protocol,
     resample_weights,
     resampled_match_values,
@@ -203,7 +204,7 @@ def small_object_metrics(truth: CocoBoxes, dets: CocoBoxes, image_ids: np.ndarra
         out["tide"] = tide_out
     if weights is not None:
         out["bootstrap"] = {"resamples": int(settings.bootstrap), "confidence": settings.confidence,
-                            "seed": settings.seed, "metrics": list(BOOTSTRAP_METRICS),
+                            "seed": settings.seed, "generator": GENERATOR, "metrics": list(BOOTSTRAP_METRICS),
                             # which images were resampled: two models pair up only on the same ones
                             "images": len(image_ids), "image_ids_sha256": _digest(image_ids),
                             "definition": "resamples of the images with replacement (per-image match "
